@@ -1,1 +1,34 @@
-"""demo"""
+"""Deterministic demo cohorts (MixSup, LSR, NPL) of synthetic H&E slides with known pixel truth."""
+
+from __future__ import annotations
+
+from mixsup_monai.demo.cohorts import (
+    DEFAULT_GROUPS,
+    DEMO_VERSION,
+    MASK_LEVEL,
+    MPP,
+    TASK_CLASSES,
+    DemoTask,
+    estimate_label_stats,
+    group_sizes,
+    lsr_z,
+    make_demo_cohort,
+)
+from mixsup_monai.demo.textures import CENTRES, Stain, Tex, render_slide
+
+__all__ = [
+    "CENTRES",
+    "DEFAULT_GROUPS",
+    "DEMO_VERSION",
+    "MASK_LEVEL",
+    "MPP",
+    "TASK_CLASSES",
+    "DemoTask",
+    "Stain",
+    "Tex",
+    "estimate_label_stats",
+    "group_sizes",
+    "lsr_z",
+    "make_demo_cohort",
+    "render_slide",
+]

@@ -1,1 +1,40 @@
-"""metrics"""
+"""Metrics: segmentation IoU / Dice (plain and boundary-band masked), component F1 against dots."""
+
+from __future__ import annotations
+
+from mixsup_monai.metrics.segmentation import (
+    SegmentationIoUDice,
+    boundary_band,
+    component_f1,
+    confusion_counts,
+    iou_dice,
+    masked_iou_dice,
+    per_class_component_f1,
+)
+from mixsup_monai.metrics.slide import (
+    quadratic_weighted_kappa,
+    roc_auc,
+    roc_points,
+    save_roc_png,
+    sensitivity_specificity,
+    slide_classification_metrics,
+    specificity_at_sensitivity,
+)
+
+__all__ = [
+    "SegmentationIoUDice",
+    "boundary_band",
+    "component_f1",
+    "confusion_counts",
+    "iou_dice",
+    "masked_iou_dice",
+    "per_class_component_f1",
+    # slide-level classification (MixSup issue)
+    "quadratic_weighted_kappa",
+    "roc_auc",
+    "roc_points",
+    "save_roc_png",
+    "sensitivity_specificity",
+    "slide_classification_metrics",
+    "specificity_at_sensitivity",
+]

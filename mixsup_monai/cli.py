@@ -1,0 +1,175 @@
+"""Command-line interface (``python -m mixsup_monai <command>``): thin wrappers over library functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["COMMANDS", "check_datalist", "demo_data", "lsr_stats", "slide_info", "tissue"]
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def demo_data(task: str, out: str, seed: int = 0, slides: int | None = None) -> None:
+    """Write a deterministic demo cohort with known pixel truth and print its datalist path.
+
+    Args:
+        task: ``mixsup``, ``lsr`` or ``npl``.
+        out: output folder (created).
+        seed: random seed; the same seed gives the same cohort.
+        slides: number of slides (default: the task's default size).
+    """
+    from mixsup_monai.demo import make_demo_cohort
+
+    print(make_demo_cohort(task, out, seed=seed, n_slides=slides))
+
+
+def check_datalist(path: str, task: str | None = None, no_open: bool = False) -> None:
+    """Validate a datalist against the contract; print every problem and exit 1 if there is one.
+
+    Args:
+        path: datalist JSON file.
+        task: the task it must describe (``mixsup``, ``lsr``, ``npl``); default: any.
+        no_open: skip opening slides (syntax and file checks only).
+    """
+    from mixsup_monai.data.datalist import check_datalist as _check
+
+    problems = _check(path, task=task, open_slides=not no_open)
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        sys.exit(1)
+    print(f"{path}: OK")
+
+
+def slide_info(slide: str, mpp: float | None = None) -> None:
+    """Print a slide's reader backend, levels, sizes, downsamples and MPP (with its source) as JSON.
+
+    Args:
+        slide: slide file.
+        mpp: level-0 microns per pixel to use instead of the file's tags.
+    """
+    from mixsup_monai.wsi import open_slide
+
+    with open_slide(slide, mpp=mpp) as wsi:
+        _print_json(wsi.info.to_dict())
+
+
+def tissue(
+    slide: str,
+    out: str | None = None,
+    patch_size: int = 256,
+    level: int | None = None,
+    mpp: float | None = None,
+    overlap: int = 0,
+    min_tissue_fraction: float = 0.5,
+    slide_mpp: float | None = None,
+    tissue_mask: str | None = None,
+) -> None:
+    """Detect tissue, lay a patch grid, print one JSON object and optionally save an overlay PNG.
+
+    Args:
+        slide: slide file.
+        out: overlay PNG path (thumbnail, tissue contour and patch boxes).
+        patch_size: patch edge in pixels at the patch level.
+        level: pyramid level of the patches (default: level 0, or the level matching ``mpp``).
+        mpp: target microns per pixel of the patches (chooses the level).
+        overlap: overlap between neighbouring patches in pixels.
+        min_tissue_fraction: minimum tissue fraction for a patch to be kept.
+        slide_mpp: level-0 MPP override for slides whose tags are missing or wrong.
+        tissue_mask: a user-supplied tissue mask image instead of the automatic detection.
+    """
+    from mixsup_monai.wsi import build_patch_grid, detect_tissue, open_slide, save_tissue_overlay
+
+    with open_slide(slide, mpp=slide_mpp) as wsi:
+        mask = detect_tissue(wsi, user_mask=tissue_mask)
+        grid = build_patch_grid(
+            wsi,
+            mask,
+            patch_size=patch_size,
+            level=level,
+            mpp=mpp,
+            overlap=overlap,
+            min_tissue_fraction=min_tissue_fraction,
+            skip_empty=True,
+        )
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            save_tissue_overlay(wsi, mask, out, grid=grid)
+        _print_json(
+            {
+                "slide": str(slide),
+                "backend": wsi.info.backend,
+                "tissue_level": mask.level,
+                "tissue_fraction": round(float(mask.fraction), 4),
+                "patch_level": grid.level,
+                "patch_size": patch_size,
+                "overlap": overlap,
+                "min_tissue_fraction": min_tissue_fraction,
+                "patch_count": len(grid),
+                "overlay": out,
+            }
+        )
+
+
+def lsr_stats(
+    datalist: str,
+    out: str,
+    blocks_per_z: int = 12,
+    section: str = "training",
+    seed: int = 0,
+    csv: str | None = None,
+) -> None:
+    """Estimate the LSR label-count table p(c | z) and write it as JSON (the bundles' ``label_stats``).
+
+    From a few blocks per z whose slides have a ``mask`` ("mask estimation"), or with ``--csv`` from a
+    CSV of visual estimates (columns ``z`` and one per class name, fractions or percentages).
+
+    Args:
+        datalist: datalist with ``blocks`` (and ``mask`` on some slides unless ``--csv``).
+        out: output JSON path.
+        blocks_per_z: blocks examined per low-resolution label z (paper: 10-20).
+        section: datalist section the blocks come from.
+        seed: which blocks are drawn.
+        csv: CSV of visual estimates instead of masks.
+    """
+    from mixsup_monai.data import (
+        estimate_label_stats,
+        estimate_label_stats_from_csv,
+        load_datalist,
+        mask_estimation_samples,
+    )
+
+    data = load_datalist(datalist, task="lsr")
+    if csv:
+        table = estimate_label_stats_from_csv(csv, data["classes"])
+    else:
+        samples = mask_estimation_samples(data, blocks_per_z=blocks_per_z, sections=section, seed=seed)
+        source = f"mask estimation: up to {blocks_per_z} {section} blocks per z of {datalist}, seed {seed}"
+        table = estimate_label_stats(samples, data["classes"], source=source)
+    z_in_data = sorted({b["z"] for s in data.get(section, []) for b in s.get("blocks", [])})
+    table.validate(z_in_data=z_in_data, source_name=datalist)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.save(out)
+    _print_json(table.to_dict())
+
+
+COMMANDS = {
+    "demo-data": demo_data,
+    "check-datalist": check_datalist,
+    "slide-info": slide_info,
+    "tissue": tissue,
+    "lsr-stats": lsr_stats,
+}
+
+
+def main() -> None:
+    import fire
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    fire.Fire(COMMANDS, name="mixsup_monai")

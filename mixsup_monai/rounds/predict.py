@@ -1,0 +1,333 @@
+"""E-step predictor: a network over every tissue patch of many slides, batched, each tile read once."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.utils import StrEnum, look_up_option, optional_import
+from torch.utils.data import DataLoader
+
+from mixsup_monai.data.patch_dataset import WSIPatchDataset
+from mixsup_monai.wsi import PatchGrid, build_patch_grid, detect_tissue, open_slide
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = ["Activation", "PatchScore", "SlidePrediction", "SlidePatchPredictor", "stitch_patch_maps"]
+
+logger = logging.getLogger(__name__)
+
+
+class Activation(StrEnum):
+    """Activation applied to the network output before it is stored or scored."""
+
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+    NONE = "none"
+
+
+class PatchScore(StrEnum):
+    """How one number per patch (used for ranking, e.g. MixSup's top-K) is taken from its output."""
+
+    MAX = "max"
+    MEAN = "mean"
+
+
+@dataclass
+class SlidePrediction:
+    """The network's output over the tissue patches of one slide.
+
+    Attributes:
+        slide: the datalist entry of the slide (``image``, ``label``, ...).
+        items: one dict per patch: ``image`` (path), ``location`` ``[x, y]`` (level 0), ``size`` ``[p, p]``
+            (pixels of ``level``), ``level``.
+        outputs: ``(N, *out)`` activated outputs on the CPU, e.g. ``(N, 1, p, p)`` foreground probabilities.
+        scores: ``(N,)`` one number per patch (see :class:`PatchScore`), e.g. the maximum pixel probability.
+        downsample: level-0 pixels per pixel of the patch level.
+        slide_size: level-0 ``(width, height)``.
+    """
+
+    slide: dict
+    items: list[dict]
+    outputs: torch.Tensor
+    scores: torch.Tensor
+    downsample: float
+    slide_size: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def locations(self) -> np.ndarray:
+        """``(N, 2)`` int64 level-0 ``(x, y)`` of the patches."""
+        if not self.items:
+            return np.zeros((0, 2), np.int64)
+        return np.asarray([it["location"] for it in self.items], dtype=np.int64)
+
+    @property
+    def patch_size0(self) -> int:
+        """Patch edge in level-0 pixels."""
+        return int(round(self.items[0]["size"][0] * self.downsample)) if self.items else 0
+
+
+class SlidePatchPredictor:
+    """Run a network over every tissue patch of a list of slides (the E-step of a round).
+
+    Per slide: tissue detection on a low-resolution view (:func:`~mixsup_monai.wsi.detect_tissue`, or the
+    slide's ``tissue_mask_key`` file when present) and a patch grid over the tissue
+    (:func:`~mixsup_monai.wsi.build_patch_grid`); grids are computed once per slide and kept. The patches
+    of all slides then go through one ``DataLoader`` over a :class:`~mixsup_monai.data.WSIPatchDataset`
+    (one batched read per slide and batch: every tile is read once), in slide order, with a progress bar,
+    and :meth:`predict` yields one :class:`SlidePrediction` per slide as soon as its last patch is done --
+    memory holds one slide's outputs, not the cohort's.
+
+    Args:
+        network: the model; called on ``(B, 3, p, p)`` float images in [0, 1] (can be replaced per call).
+        patch_size: patch edge in pixels of the patch level.
+        level: pyramid level of the patches (give ``level`` or ``mpp``).
+        mpp: target microns per pixel instead of ``level``.
+        overlap: overlap of neighbouring patches in pixels of the patch level.
+        min_tissue_fraction: minimum tissue share of a patch.
+        tissue_max_size: long side of the view tissue detection runs on.
+        tissue_mask_key: slide key of a user tissue mask (any non-zero = tissue) used instead of detection
+            (NPL: a tumour mask restricts the patches to tumour).
+        batch_size: patches per forward pass.
+        num_workers: DataLoader workers (0 = read in the main process).
+        device: where the network runs.
+        activation: ``"sigmoid"`` (default, one foreground channel), ``"softmax"`` or ``"none"``.
+        patch_score: ``"max"`` (default: the maximum pixel probability, MixSup) or ``"mean"``.
+        score_channel: channel whose values the patch score uses (``None``: all channels).
+        output_dtype: dtype of the stored outputs (``torch.float16`` halves the memory of pixel maps).
+        grid_cache_dir: folder where patch grids are cached on disk (``None``: memory only).
+        progress: show a progress bar (tqdm).
+        backends: reader order for the slides.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module | None = None,
+        patch_size: int = 64,
+        level: int | None = None,
+        mpp: float | None = None,
+        overlap: int = 0,
+        min_tissue_fraction: float = 0.5,
+        tissue_max_size: int = 1024,
+        tissue_mask_key: str | None = "tissue_mask",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        device: str | torch.device = "cpu",
+        activation: Activation | str = Activation.SIGMOID,
+        patch_score: PatchScore | str = PatchScore.MAX,
+        score_channel: int | None = None,
+        output_dtype: torch.dtype = torch.float32,
+        grid_cache_dir: str | None = None,
+        progress: bool = True,
+        backends: Sequence[str] = ("cucim", "openslide"),
+    ) -> None:
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}.")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
+        self.network = network
+        self.patch_size = patch_size
+        self.level = level
+        self.mpp = mpp
+        self.overlap = int(overlap)
+        self.min_tissue_fraction = float(min_tissue_fraction)
+        self.tissue_max_size = int(tissue_max_size)
+        self.tissue_mask_key = tissue_mask_key
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.device = torch.device(device)
+        self.activation = look_up_option(activation, Activation)
+        self.patch_score = look_up_option(patch_score, PatchScore)
+        self.score_channel = score_channel
+        self.output_dtype = output_dtype
+        self.grid_cache_dir = grid_cache_dir
+        self.progress = progress
+        self.backends = tuple(backends)
+        self._grids: dict[str, tuple[PatchGrid, tuple[int, int]]] = {}
+
+    # ------------------------------------------------------------------ patch grids
+    def grid(self, slide: Mapping) -> tuple[PatchGrid, tuple[int, int]]:
+        """The tissue patch grid of ``slide`` and its level-0 size (computed once per slide, then kept)."""
+        path = slide.get("image")
+        if not isinstance(path, str):
+            raise ValueError(f"slide entry needs an 'image' path, got {dict(slide)!r}")
+        if path not in self._grids:
+            user_mask = slide.get(self.tissue_mask_key) if self.tissue_mask_key else None
+            with open_slide(path, mpp=slide.get("mpp"), backends=self.backends) as wsi:
+                tissue = detect_tissue(wsi, max_size=self.tissue_max_size, user_mask=user_mask)
+                grid = build_patch_grid(
+                    wsi,
+                    tissue,
+                    patch_size=self.patch_size,
+                    level=self.level,
+                    mpp=self.mpp,
+                    overlap=self.overlap,
+                    min_tissue_fraction=self.min_tissue_fraction,
+                    cache_dir=self.grid_cache_dir,
+                    skip_empty=True,
+                )
+                self._grids[path] = (grid, tuple(wsi.dimensions))
+        return self._grids[path]
+
+    def items(self, slide: Mapping) -> list[dict]:
+        """Patch items of one slide (see :class:`SlidePrediction`)."""
+        grid, _ = self.grid(slide)
+        items = grid.to_items(slide["image"]) if len(grid) else []
+        if slide.get("mpp") is not None:
+            for it in items:
+                it["mpp"] = slide["mpp"]
+        return items
+
+    def count(self, slides: Sequence[Mapping]) -> int:
+        """Number of tissue patches over ``slides``."""
+        return sum(len(self.grid(s)[0]) for s in slides)
+
+    # ------------------------------------------------------------------ prediction
+    def _activate(self, out: torch.Tensor) -> torch.Tensor:
+        if self.activation == Activation.SIGMOID:
+            return torch.sigmoid(out)
+        if self.activation == Activation.SOFTMAX:
+            return torch.softmax(out, dim=1)
+        return out
+
+    def _score(self, out: torch.Tensor) -> torch.Tensor:
+        values = out if self.score_channel is None else out[:, self.score_channel]
+        flat = values.reshape(values.shape[0], -1).float()
+        return flat.amax(dim=1) if self.patch_score == PatchScore.MAX else flat.mean(dim=1)
+
+    def predict(
+        self,
+        slides: Sequence[Mapping],
+        network: torch.nn.Module | None = None,
+        description: str = "predict",
+    ) -> Iterator[SlidePrediction]:
+        """Yield one :class:`SlidePrediction` per slide of ``slides``, in order.
+
+        Args:
+            slides: datalist entries (``image``, optional ``mpp``, ``tissue_mask``, labels ...).
+            network: the model to run (default: the one given at construction).
+            description: label of the progress bar.
+        """
+        network = network if network is not None else self.network
+        if network is None:
+            raise ValueError("SlidePatchPredictor: no network given (pass network= here or at construction).")
+        slides = [dict(s) for s in slides]
+        per_slide = [self.items(s) for s in slides]
+        items = [dict(it, slide_index=i) for i, its in enumerate(per_slide) for it in its]
+        for slide, its in zip(slides, per_slide):
+            if not its:
+                logger.warning("slide %r: no tissue patch, it gets an empty prediction", slide.get("image"))
+        meta = [self._grids[s["image"]] for s in slides]
+
+        def empty(i: int) -> SlidePrediction:
+            grid, size = meta[i]
+            return SlidePrediction(
+                slides[i], [], torch.zeros(0), torch.zeros(0), float(grid.downsample), (int(size[0]), int(size[1]))
+            )
+
+        if not items:
+            for i in range(len(slides)):
+                yield empty(i)
+            return
+        ends = np.cumsum([len(p) for p in per_slide])  # patches predicted once slide i is complete
+        dataset = WSIPatchDataset(items, dtype=torch.float32, backends=self.backends)
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        was_training = network.training
+        network.eval()
+        buffer: list[torch.Tensor] = []  # outputs not yet handed out, in patch order
+        done, next_slide = 0, 0
+        bar = None
+        if self.progress and has_tqdm:
+            bar = tqdm(total=len(items), desc=description, unit="patch", leave=False)
+        try:
+            for batch in loader:
+                with torch.no_grad():  # only around the forward pass: the caller runs between yields
+                    out = self._activate(network(batch["image"].to(self.device))).detach().cpu()
+                buffer.append(out.to(self.output_dtype))
+                done += out.shape[0]
+                if bar is not None:
+                    bar.update(out.shape[0])
+                while next_slide < len(slides) and ends[next_slide] <= done:
+                    n = len(per_slide[next_slide])
+                    if n == 0:
+                        yield empty(next_slide)
+                        next_slide += 1
+                        continue
+                    pending = torch.cat(buffer) if len(buffer) > 1 else buffer[0]
+                    slide_out, rest = pending[:n].clone(), pending[n:]
+                    buffer = [rest] if len(rest) else []
+                    grid, size = meta[next_slide]
+                    yield SlidePrediction(
+                        slide=slides[next_slide],
+                        items=per_slide[next_slide],
+                        outputs=slide_out,
+                        scores=self._score(slide_out),
+                        downsample=float(grid.downsample),
+                        slide_size=(int(size[0]), int(size[1])),
+                    )
+                    next_slide += 1
+        finally:
+            if bar is not None:
+                bar.close()
+            dataset.close()
+            network.train(was_training)
+        while next_slide < len(slides):
+            yield empty(next_slide)
+            next_slide += 1
+
+    __call__ = predict
+
+
+def stitch_patch_maps(
+    prediction: SlidePrediction,
+    out_downsample: float,
+    channel: int = 0,
+    values: torch.Tensor | np.ndarray | None = None,
+    reduce: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.maximum,
+) -> np.ndarray:
+    """Paste per-patch maps (or one value per patch) into one slide-level map.
+
+    Args:
+        prediction: the slide's :class:`SlidePrediction`.
+        out_downsample: level-0 pixels per pixel of the result.
+        channel: channel of ``prediction.outputs`` shown.
+        values: optional ``(N,)`` or ``(N, C, h, w)`` values to paste instead of ``prediction.outputs``.
+        reduce: how overlapping patches combine (default: maximum).
+
+    Returns:
+        ``(H, W)`` float32 map of ``ceil(height / out_downsample) x ceil(width / out_downsample)``; 0 where
+        no patch was predicted.
+    """
+    if out_downsample <= 0:
+        raise ValueError(f"out_downsample must be > 0, got {out_downsample!r}.")
+    w0, h0 = prediction.slide_size
+    out = np.zeros((max(1, math.ceil(h0 / out_downsample)), max(1, math.ceil(w0 / out_downsample))), np.float32)
+    if len(prediction) == 0:
+        return out
+    data = prediction.outputs if values is None else values
+    data = torch.as_tensor(np.asarray(data) if not torch.is_tensor(data) else data).float()
+    side = prediction.patch_size0 / out_downsample  # patch edge in output pixels
+    cells = max(1, int(round(side)))
+    if data.ndim >= 3:
+        maps = data[:, channel] if data.ndim == 4 else data
+        maps = F.interpolate(maps[:, None], size=(cells, cells), mode="area" if maps.shape[-1] >= cells else "nearest")
+        tiles = maps[:, 0].numpy()
+    else:
+        vals = data if data.ndim == 1 else data[:, channel]
+        tiles = np.broadcast_to(vals.numpy()[:, None, None], (len(vals), cells, cells))
+    for (x, y), tile in zip(prediction.locations, tiles):
+        c0, r0 = int(round(x / out_downsample)), int(round(y / out_downsample))
+        r1, c1 = min(out.shape[0], r0 + cells), min(out.shape[1], c0 + cells)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        out[r0:r1, c0:c1] = reduce(out[r0:r1, c0:c1], tile[: r1 - r0, : c1 - c0])
+    return out

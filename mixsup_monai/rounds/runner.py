@@ -1,0 +1,443 @@
+"""Round runner: round r = M-step on the round's pools -> predict every patch -> score -> next pseudo labels."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.utils import set_rnd
+from monai.utils import min_version, optional_import, set_determinism
+
+from mixsup_monai.rounds.pools import PoolDataset
+from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
+from mixsup_monai.rounds.store import (
+    PseudoLabelSet,
+    PseudoLabelStore,
+    is_rank0,
+    torch_save_atomic,
+    write_json_atomic,
+)
+
+Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+EventEnum, _ = optional_import("ignite.engine", "0.4.11", min_version, "EventEnum")
+
+__all__ = ["RoundEvents", "RoundRunner", "round_seed", "STATE_FILE"]
+
+logger = logging.getLogger(__name__)
+
+#: name of the state file in ``ckpt_dir`` listing the completed rounds.
+STATE_FILE = "rounds.json"
+STATE_VERSION = 1
+
+#: A rule turns the predictions of one pass over the slides into the pseudo labels of the next round:
+#: ``rule(predictions, round_index=r, previous=labels of round r-1 or None) -> PseudoLabelSet``.
+Rule = Callable[..., PseudoLabelSet]
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """The seed of round ``round_index`` of a run seeded ``seed`` (independent streams per round)."""
+    state = np.random.SeedSequence([int(seed), int(round_index)]).generate_state(1, dtype=np.uint32)[0]
+    return int(state) % (2**31 - 1)
+
+
+class RoundEvents(EventEnum):
+    """Events a :class:`RoundRunner` fires inside a round (between ``EPOCH_STARTED`` / ``EPOCH_COMPLETED``).
+
+    * ``PSEUDO_LABELS_LOADED`` -- the round's pseudo labels are in the pools (``state.pseudo_labels``);
+    * ``MSTEP_COMPLETED`` -- the M-step trainer finished the round's epochs;
+    * ``SLIDE_PREDICTED`` -- one slide of the prediction pass is done (``state.slide_prediction``);
+    * ``PSEUDO_LABELS_MADE`` -- the next round's labels are in the store (``state.next_pseudo_labels``);
+    * ``ROUND_SCORED`` -- ``state.round_record`` holds the round's metrics (before the checkpoint).
+    """
+
+    PSEUDO_LABELS_LOADED = "pseudo_labels_loaded"
+    MSTEP_COMPLETED = "mstep_completed"
+    SLIDE_PREDICTED = "slide_predicted"
+    PSEUDO_LABELS_MADE = "pseudo_labels_made"
+    ROUND_SCORED = "round_scored"
+
+
+def _state_dict_of(obj: Any) -> Any:
+    if isinstance(obj, torch.nn.parallel.DistributedDataParallel):
+        obj = obj.module
+    return obj.state_dict()
+
+
+def _load_state_dict_into(obj: Any, state: Any) -> None:
+    if isinstance(obj, torch.nn.parallel.DistributedDataParallel):
+        obj = obj.module
+    obj.load_state_dict(state)
+
+
+def _barrier() -> None:
+    """Wait for every rank (rank 0 writes the store and checkpoints that the others then read)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _floats(metrics: Mapping) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if torch.is_tensor(v) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            out[str(k)] = float(v)
+    return out
+
+
+class RoundRunner(Engine):
+    """Rounds of weakly-supervised training as an Ignite engine: one engine epoch = one round.
+
+    Round ``r`` (``r = 0`` is the initial round, trained on the static pools only, e.g. MixSup's pixel
+    labels)::
+
+        load the round's pseudo labels (store, made at the end of round r-1)  -> pools.set_pools(...)
+        M-step: the MONAI trainer runs `epochs` more epochs on the pools, continuing its weights,
+                optimizer and epoch count
+        predict: `predictor` runs the trained network over every tissue patch of `slides`
+        next pseudo labels: `rule(predictions, round_index=r+1, previous=...)` -> store (atomic)
+        score: `scorer(predictions, round_index=r)` -> metrics (MixSup: stage-2 loss)
+        checkpoint `ckpt_dir/rounds/round_XX.pt` + `ckpt_dir/rounds.json`
+
+    The E-step of round ``r + 1`` (pseudo labels from the model of round ``r``) and the prediction round
+    ``r``'s scorer needs (MixSup: top-K patches by the model of round ``r``) are the same pass over the
+    same patches with the same model, so it runs once, at the end of round ``r``; the last round skips the
+    rule.
+
+    **Resume.** Completed rounds are listed in ``ckpt_dir/rounds.json`` and each has its checkpoint
+    (every object of ``save_dict``: network, optimizer, trainer state, scorer, ...). With
+    ``resume=True`` a new run loads the last completed round's checkpoint and records and starts at the
+    next round: completed rounds are loaded, not recomputed. Every round starts by seeding
+    ``set_determinism(round_seed(seed, r))`` and the training transforms, and reads its pseudo labels back
+    from the store (also in an uninterrupted run), so a run killed in round ``r`` and resumed gives the same
+    weights and metrics as an uninterrupted run with the same seed. ``max_rounds`` may grow between runs
+    (continue a finished run for more rounds); a run whose rounds are all complete only fires ``STARTED`` /
+    ``COMPLETED`` (selection and export handlers run again; nothing is recomputed).
+
+    Handlers (``attach(runner)``): :class:`~mixsup_monai.handlers.RoundSelection` (best round, table, final
+    model), :class:`~mixsup_monai.handlers.MLflowRoundLogger` (per-round metrics with ``step = round``),
+    :class:`~mixsup_monai.handlers.RoundHeatmapSaver` (``SLIDE_PREDICTED``). ``runner.records`` holds one
+    dict per completed round (including rounds loaded on resume).
+
+    Args:
+        trainer: the M-step engine (a MONAI ``SupervisedTrainer``) whose data loader iterates ``pools``.
+        predictor: the E-step :class:`~mixsup_monai.rounds.SlidePatchPredictor`.
+        slides: datalist entries the E-step predicts (MixSup: image-labelled training slides).
+        rule: pseudo-label rule, ``rule(predictions, round_index=, previous=) -> PseudoLabelSet``
+            (MixSup: :class:`~mixsup_monai.rounds.MixSupRule`).
+        scorer: ``scorer(predictions, round_index=) -> {name: float}`` (MixSup:
+            :class:`~mixsup_monai.mixsup.TopKSlideClassifier`, metric ``stage2_loss``); ``None``: no score.
+        ckpt_dir: folder of ``rounds.json`` and ``rounds/round_XX.pt``.
+        store: the :class:`~mixsup_monai.rounds.PseudoLabelStore` or its folder (default ``ckpt_dir/pseudo_labels``).
+        max_rounds: rounds after the initial round 0 (paper: 4).
+        initial_epochs: M-step epochs of round 0 (0: no initial training, e.g. no supervised pool).
+        epochs_per_round: M-step epochs of rounds ``>= 1``.
+        pools: the :class:`~mixsup_monai.rounds.PoolDataset` (default: the trainer's dataset).
+        network: the network the predictor runs (default: ``trainer.network``).
+        save_dict: objects checkpointed per round (default: ``model`` = network, ``optimizer``, ``trainer``
+            and ``classifier`` = scorer when it has ``state_dict``).
+        seed: run seed.
+        resume: continue from ``ckpt_dir/rounds.json`` when present (False: start again, overwriting).
+        handlers: handlers to ``attach`` to the runner.
+        config: the run's settings (e.g. the hyper-parameters logged to MLflow), stored in ``rounds.json``; a
+            resume with different values (except ``max_rounds``) is refused instead of mixing two runs.
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        predictor: SlidePatchPredictor,
+        slides: Sequence[Mapping],
+        rule: Rule | None,
+        scorer: Callable[..., Mapping[str, float]] | None,
+        ckpt_dir: str,
+        store: PseudoLabelStore | str | None = None,
+        max_rounds: int = 3,
+        initial_epochs: int = 2,
+        epochs_per_round: int = 1,
+        pools: PoolDataset | None = None,
+        network: torch.nn.Module | None = None,
+        save_dict: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        resume: bool = True,
+        handlers: Sequence[Any] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(self._round)
+        for name, value in (("max_rounds", max_rounds), ("initial_epochs", initial_epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if isinstance(epochs_per_round, bool) or not isinstance(epochs_per_round, int) or epochs_per_round < 1:
+            raise ValueError(f"epochs_per_round must be an int >= 1, got {epochs_per_round!r}")
+        if not slides:
+            raise ValueError("RoundRunner: no slides to predict (check the datalist's training slides and labels)")
+        self.trainer = trainer
+        self.predictor = predictor
+        self.slides = [dict(s) for s in slides]
+        self.rule = rule
+        self.scorer = scorer
+        self.ckpt_dir = Path(ckpt_dir)
+        self.store = (
+            store if isinstance(store, PseudoLabelStore) else PseudoLabelStore(store or self.ckpt_dir / "pseudo_labels")
+        )
+        self.max_rounds = max_rounds
+        self.initial_epochs = initial_epochs
+        self.epochs_per_round = epochs_per_round
+        self.pools = pools if pools is not None else getattr(trainer.data_loader, "dataset", None)
+        if not isinstance(self.pools, PoolDataset):
+            raise TypeError(
+                "RoundRunner: the trainer's dataset must be a mixsup_monai.rounds.PoolDataset (or pass pools=), got "
+                f"{type(self.pools).__name__}"
+            )
+        self.network = network if network is not None else trainer.network
+        if save_dict is None:
+            save_dict = {"model": self.network, "optimizer": trainer.optimizer, "trainer": trainer}
+            if scorer is not None and hasattr(scorer, "state_dict"):
+                save_dict["classifier"] = scorer
+        self.save_dict = dict(save_dict)
+        self.seed = int(seed)
+        if isinstance(resume, str) and resume.strip().lower() in ("true", "false"):
+            resume = resume.strip().lower() == "true"  # `--resume false` on the command line arrives as a string
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        self.resume = resume
+        self.config = {str(k): str(v) for k, v in (config or {}).items()}
+        self.records: list[dict] = []
+        self.resumed_rounds = 0
+        self.register_events(*RoundEvents)
+        for handler in handlers:
+            if handler is not None:  # a disabled config item resolves to None
+                handler.attach(self)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def state_file(self) -> Path:
+        return self.ckpt_dir / STATE_FILE
+
+    def checkpoint_path(self, round_index: int) -> Path:
+        return self.ckpt_dir / "rounds" / f"round_{round_index:02d}.pt"
+
+    @property
+    def total_rounds(self) -> int:
+        """Rounds including round 0."""
+        return self.max_rounds + 1
+
+    # ------------------------------------------------------------------ state
+    def _write_state(self) -> None:
+        if is_rank0():
+            write_json_atomic(
+                self.state_file,
+                {
+                    "version": STATE_VERSION,
+                    "seed": self.seed,
+                    "max_rounds": self.max_rounds,
+                    "config": self.config,
+                    "rounds": self.records,
+                },
+            )
+
+    def _load_previous(self) -> int:
+        """Load completed rounds from ``rounds.json``; returns how many rounds are complete."""
+        if not self.resume or not self.state_file.is_file():
+            self.records = []
+            if is_rank0():
+                self.store.delete_from(0)
+            self._write_state()
+            _barrier()
+            return 0
+        import json
+
+        with open(self.state_file) as f:
+            state = json.load(f)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"{str(self.state_file)!r} has version {state.get('version')!r}, expected {STATE_VERSION}; "
+                "use another ckpt_dir or resume=False"
+            )
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(
+                f"{str(self.state_file)!r} was written by a run with seed {state.get('seed')}, this run has seed "
+                f"{self.seed}: a resumed run would not match either; use the same seed, another ckpt_dir or "
+                "resume=False"
+            )
+        previous = state.get("config") or {}
+        changed = sorted(
+            k for k in set(previous) & set(self.config) if k != "max_rounds" and previous[k] != self.config[k]
+        )
+        if changed:
+            diff = ", ".join(f"{k}: {previous[k]} -> {self.config[k]}" for k in changed)
+            raise ValueError(
+                f"{str(self.state_file)!r} was written with other settings ({diff}); resuming would mix two runs: "
+                "use the same settings, another ckpt_dir or resume=False"
+            )
+        records = list(state.get("rounds", []))
+        if [r.get("round") for r in records] != list(range(len(records))):
+            raise ValueError(
+                f"{str(self.state_file)!r}: rounds must be 0, 1, 2, ...; got {[r.get('round') for r in records]}"
+            )
+        completed = min(len(records), self.total_rounds)
+        self.records = records[:completed]
+        if completed:
+            path = self.checkpoint_path(completed - 1)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{str(self.state_file)!r} lists round {completed - 1} as complete but its checkpoint "
+                    f"{str(path)!r} is missing; restore it or run with resume=False"
+                )
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            missing = [k for k in self.save_dict if k not in checkpoint]
+            if missing:
+                raise KeyError(f"checkpoint {str(path)!r} lacks {missing} (it has {sorted(checkpoint)})")
+            for key, obj in self.save_dict.items():
+                _load_state_dict_into(obj, checkpoint[key])
+            logger.info(
+                "resuming after round %d (%s): %d round(s) loaded, not recomputed", completed - 1, path, completed
+            )
+        self.resumed_rounds = completed
+        return completed
+
+    def _save_round(self, round_index: int, record: dict) -> None:
+        if is_rank0():
+            torch_save_atomic(
+                {k: _state_dict_of(v) for k, v in self.save_dict.items()}, self.checkpoint_path(round_index)
+            )
+        record["checkpoint"] = str(self.checkpoint_path(round_index))
+        self.records.append(record)
+        self._write_state()
+        _barrier()
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:  # type: ignore[override]
+        """Run (or resume) the rounds up to ``max_rounds``."""
+        completed = self._load_previous()
+        if completed >= self.total_rounds:
+            logger.info("all %d rounds are complete in %s; nothing to recompute", self.total_rounds, self.ckpt_dir)
+            self.state.epoch = self.state.iteration = self.total_rounds
+            self.state.max_epochs, self.state.epoch_length = self.total_rounds, 1
+            self._fire_event(Events.STARTED)
+            self._fire_event(Events.COMPLETED)
+            return
+        self.state.epoch = self.state.iteration = completed
+        self.state.max_epochs, self.state.epoch_length = self.total_rounds, 1
+        super().run(data=[None], max_epochs=self.total_rounds)
+
+    def _seed_round(self, round_index: int) -> int:
+        seed = round_seed(self.seed, round_index)
+        set_determinism(seed=seed)
+        set_rnd(getattr(self.pools, "transform", None) or self.pools, seed)
+        return seed
+
+    def _mstep(self, epochs: int) -> dict[str, float]:
+        trainer = self.trainer
+        if epochs == 0:
+            return {}
+        if sum(self.pools.pool_sizes) == 0:
+            logger.warning("round %d: every training pool is empty, the M-step is skipped", self.state.round)
+            return {}
+        length = len(trainer.data_loader)
+        if trainer.state.epoch_length != length:
+            trainer.state.epoch_length = length
+            trainer.state.iteration = trainer.state.epoch * length
+        trainer.state.max_epochs = trainer.state.epoch + epochs
+        trainer.run()
+        out = _floats(trainer.state.metrics or {})
+        output = trainer.state.output
+        if isinstance(output, list) and output and isinstance(output[0], Mapping) and "loss" in output[0]:
+            out.setdefault("last_loss", float(output[0]["loss"]))
+        out["epoch"] = float(trainer.state.epoch)
+        return out
+
+    def _observe(self, stream: Iterable[SlidePrediction], kept: list[SlidePrediction]) -> Iterator[SlidePrediction]:
+        """Fire ``SLIDE_PREDICTED`` per slide and keep a light copy (no outputs) for the scorer."""
+        observe = getattr(self.scorer, "observe", None)  # scorers that need the full maps (e.g. random forest)
+        for pred in stream:
+            self.state.slide_prediction = pred
+            self.fire_event(RoundEvents.SLIDE_PREDICTED)
+            if observe is not None:
+                observe(pred)
+            kept.append(
+                SlidePrediction(
+                    pred.slide, pred.items, torch.zeros(0), pred.scores, pred.downsample, pred.slide_size, pred.extra
+                )
+            )
+            yield pred
+        self.state.slide_prediction = None
+
+    def make_pseudo_labels(
+        self, round_index: int, previous: PseudoLabelSet | None, kept: list[SlidePrediction] | None = None
+    ) -> PseudoLabelSet | None:
+        """Predict every patch of ``slides`` with the current network; with a rule, store labels of ``round_index``.
+
+        Returns:
+            The stored :class:`PseudoLabelSet` (``None`` without a rule).
+        """
+        kept = [] if kept is None else kept
+        self.state.prediction_round = round_index - 1
+        stream = self._observe(
+            self.predictor.predict(self.slides, self.network, description=f"round {round_index - 1} predict"), kept
+        )
+        if self.rule is None:
+            for _ in stream:
+                pass
+            return None
+        labels = self.rule(stream, round_index=round_index, previous=previous)
+        if not isinstance(labels, PseudoLabelSet):
+            raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
+        labels.round_index = round_index
+        self.store.save(labels)
+        _barrier()
+        return labels
+
+    def _round(self, engine: Any, _: Any) -> dict:
+        r = self.state.epoch - 1
+        self.state.round = r
+        t0 = time.time()
+        self._seed_round(r)
+        record: dict[str, Any] = {"round": r, "seed": round_seed(self.seed, r)}
+        labels = None
+        if r > 0:
+            if not self.store.exists(r):
+                # e.g. resumed with a larger max_rounds: the last round of the previous run made no labels
+                logger.info("round %d: pseudo labels not in the store, predicting them with round %d's model", r, r - 1)
+                prev = self.store.load(r - 1) if self.store.exists(r - 1) else None
+                self.make_pseudo_labels(r, prev)
+                self._seed_round(r)
+            labels = self.store.load(r)
+            self.pools.set_pools(labels)
+            record["pseudo_labels"] = {"path": str(self.store.path(r)), "sizes": labels.sizes(), **labels.stats}
+            self.state.pseudo_labels = labels
+            self.fire_event(RoundEvents.PSEUDO_LABELS_LOADED)
+        record["pool_sizes"] = dict(zip(self.pools.names, self.pools.pool_sizes))
+        epochs = self.initial_epochs if r == 0 else self.epochs_per_round
+        logger.info("round %d: M-step, %d epoch(s) on pools %s", r, epochs, record["pool_sizes"])
+        record["mstep"] = self._mstep(epochs)
+        self.fire_event(RoundEvents.MSTEP_COMPLETED)
+
+        kept: list[SlidePrediction] = []
+        last = r == self.max_rounds
+        rule, self.rule = self.rule, (None if last else self.rule)
+        try:
+            next_labels = self.make_pseudo_labels(r + 1, labels, kept)
+        finally:
+            self.rule = rule
+        self.state.next_pseudo_labels = next_labels
+        if next_labels is not None:
+            self.fire_event(RoundEvents.PSEUDO_LABELS_MADE)
+        record["patches"] = int(sum(len(p) for p in kept))
+        if self.scorer is not None:
+            logger.info("round %d: scoring", r)
+            record["metrics"] = _floats(self.scorer(kept, round_index=r))
+        else:
+            record["metrics"] = {}
+        record["time_s"] = round(time.time() - t0, 2)
+        self.state.round_record = record
+        self.fire_event(RoundEvents.ROUND_SCORED)
+        self._save_round(r, record)
+        logger.info("round %d done in %.1f s: %s", r, record["time_s"], record["metrics"])
+        return record

@@ -1,0 +1,191 @@
+"""Reading a slide region (and the matching part of its label map) as MONAI dictionary transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+from mixsup_monai.data.datalist import read_label_map
+from mixsup_monai.wsi.cache import get_slide
+
+__all__ = [
+    "LoadSlideRegion",
+    "LoadSlideRegiond",
+    "LoadSlideRegionD",
+    "LoadSlideRegionDict",
+    "LoadSlided",
+    "LoadSlideD",
+    "LoadSlideDict",
+    "crop_label_map",
+]
+
+
+def crop_label_map(
+    label_map: np.ndarray, downsample: float, location: Sequence[int], size: Sequence[int], out_size: Sequence[int]
+) -> np.ndarray:
+    """The part of a label map under a level-0 box, resized (nearest) to ``out_size``.
+
+    Args:
+        label_map: ``(H, W)`` uint8 label map of a slide level whose downsample is ``downsample``.
+        downsample: level-0 pixels per label-map pixel.
+        location: level-0 ``(x, y)`` of the box.
+        size: level-0 ``(w, h)`` of the box.
+        out_size: ``(W, H)`` of the result.
+
+    Returns:
+        ``(H_out, W_out)`` uint8; pixels outside the label map are 255 (ignore).
+    """
+    out_w, out_h = int(out_size[0]), int(out_size[1])
+    # centres of the output pixels, mapped to label-map pixels: nearest neighbour without aliasing shifts
+    xs = ((location[0] + (np.arange(out_w) + 0.5) * size[0] / out_w) / downsample).astype(np.int64)
+    ys = ((location[1] + (np.arange(out_h) + 0.5) * size[1] / out_h) / downsample).astype(np.int64)
+    out = np.full((out_h, out_w), 255, np.uint8)
+    valid_x = (xs >= 0) & (xs < label_map.shape[1])
+    valid_y = (ys >= 0) & (ys < label_map.shape[0])
+    out[np.ix_(valid_y, valid_x)] = label_map[np.ix_(ys[valid_y], xs[valid_x])]
+    return out
+
+
+class LoadSlideRegion(Transform):
+    """Read a level-0 box of a slide, resampled to ``out_size``, as a ``(3, H, W)`` float tensor in [0, 1].
+
+    The box is read at the coarsest pyramid level that still has at least the output resolution, then
+    resized (area), so a 4000 px block shown to the network as 240 px costs a low-level read.
+
+    Args:
+        out_size: ``(W, H)`` of the output in pixels.
+    """
+
+    def __init__(self, out_size: Sequence[int]):
+        if len(out_size) != 2 or min(out_size) <= 0:
+            raise ValueError(f"LoadSlideRegion: out_size must be (width, height) > 0, got {out_size!r}")
+        self.out_size = (int(out_size[0]), int(out_size[1]))
+
+    def __call__(
+        self, path: str, location: Sequence[int], size: Sequence[int], mpp: float | None = None
+    ) -> torch.Tensor:
+        slide = get_slide(path, mpp)
+        rgb = slide.read_scaled(location=tuple(location), size=tuple(size), out_size=self.out_size)
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class LoadSlideRegiond(MapTransform):
+    """Dictionary version of :class:`LoadSlideRegion`, optionally with the matching label-map crop.
+
+    Reads ``data[key]`` (slide path) at ``data[location_key]`` / ``data[size_key]`` (level 0) and replaces
+    it with the ``(3, H, W)`` image tensor. When ``mask_key`` is set and the item has a ``mask`` path
+    (label map at ``mask_level``), also writes ``mask_output_key``: a ``(1, H, W)`` long tensor of class
+    indices (255 = ignore) aligned with the image.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        out_size: Sequence[int] = (64, 64),
+        location_key: str = "location",
+        size_key: str = "size",
+        mask_key: str | None = None,
+        mask_output_key: str = "label_map",
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadSlideRegion(out_size)
+        self.location_key = location_key
+        self.size_key = size_key
+        self.mask_key = mask_key
+        self.mask_output_key = mask_output_key
+        self._label_maps: dict[str, np.ndarray] = {}
+
+    def _label_map(self, path: str) -> np.ndarray:
+        if path not in self._label_maps:
+            self._label_maps[path] = read_label_map(path)
+        return self._label_maps[path]
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            d[key] = self.loader(path, d[self.location_key], d[self.size_key], d.get("mpp"))
+            if self.mask_key is not None and d.get(self.mask_key):
+                slide = get_slide(path, d.get("mpp"))
+                level = int(d["mask_level"])
+                crop = crop_label_map(
+                    self._label_map(str(d[self.mask_key])),
+                    slide.info.level_downsamples[level],
+                    d[self.location_key],
+                    d[self.size_key],
+                    self.loader.out_size,
+                )
+                d[self.mask_output_key] = torch.from_numpy(crop.astype(np.int64))[None]
+        return d
+
+
+LoadSlideRegionD = LoadSlideRegionDict = LoadSlideRegiond
+
+
+class LoadSlided(MapTransform):
+    """Read a whole slide at a given down-sampling (for slide-level inference and evaluation).
+
+    Replaces ``data[key]`` (slide path) by a ``(3, H, W)`` float tensor in [0, 1] of the slide at
+    ``downsample`` level-0 pixels per output pixel. With ``mask_key`` and a ``mask`` in the item, also
+    writes ``mask_output_key``: the label map resampled (nearest) onto the same ``(1, H, W)`` grid.
+    Records ``downsample`` and the original ``slide_path`` in the item for savers downstream.
+
+    Args:
+        downsample: level-0 pixels per output pixel, e.g. ``block_size / network_input_size``.
+        max_pixels: refuse outputs larger than this many pixels (a clear error instead of running out
+            of memory on a gigapixel slide; raise ``downsample`` or the limit).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        downsample: float = 4.0,
+        mask_key: str | None = None,
+        mask_output_key: str = "label",
+        max_pixels: int = 20_000 * 20_000,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        if downsample <= 0:
+            raise ValueError(f"LoadSlided: downsample must be > 0, got {downsample}")
+        self.downsample = float(downsample)
+        self.mask_key = mask_key
+        self.mask_output_key = mask_output_key
+        self.max_pixels = max_pixels
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            slide = get_slide(path, d.get("mpp"))
+            width, height = slide.info.level_dimensions[0]
+            out_size = (max(1, round(width / self.downsample)), max(1, round(height / self.downsample)))
+            if out_size[0] * out_size[1] > self.max_pixels:
+                raise ValueError(
+                    f"slide {path!r}: {width} x {height} px at downsample {self.downsample} gives "
+                    f"{out_size[0]} x {out_size[1]} px, above max_pixels={self.max_pixels}; "
+                    "raise downsample or max_pixels"
+                )
+            rgb = slide.read_scaled(location=(0, 0), size=(width, height), out_size=out_size)
+            d[key] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+            d["slide_path"] = path
+            d["downsample"] = self.downsample
+            if self.mask_key is not None and d.get(self.mask_key):
+                level = int(d["mask_level"])
+                crop = crop_label_map(
+                    read_label_map(str(d[self.mask_key])),
+                    slide.info.level_downsamples[level],
+                    (0, 0),
+                    (out_size[0] * self.downsample, out_size[1] * self.downsample),
+                    out_size,
+                )
+                d[self.mask_output_key] = torch.from_numpy(crop.astype(np.int64))[None]
+        return d
+
+
+LoadSlideD = LoadSlideDict = LoadSlided

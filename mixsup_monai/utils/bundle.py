@@ -1,0 +1,38 @@
+"""Helpers for bundle configs run as ``python -m monai.bundle run --config_file bundles/X/configs/train.json``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["bundle_root_from_argv", "raise_no_input"]
+
+
+def bundle_root_from_argv(default: str = ".", argv: list[str] | None = None) -> str:
+    """The bundle folder of the config file named on the command line, else ``default``.
+
+    A bundle config cannot know its own path, and Model Zoo configs assume the bundle folder is the
+    working directory. Our users run bundles from the repository root, so the ``bundle_root`` of a
+    config defaults to the parent of the ``configs/`` folder holding the first ``--config_file``
+    given (``--bundle_root`` on the command line still overrides it).
+    """
+    args = sys.argv if argv is None else argv
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--config_file" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        if value:
+            first = value.strip("[]").split(",")[0].strip().strip("'\"")
+            config_dir = Path(first).expanduser().resolve().parent
+            return str(config_dir.parent if config_dir.name == "configs" else config_dir)
+    return default
+
+
+def raise_no_input(where: str, config_id: str) -> None:
+    """Fail a bundle run that found no input, naming where it looked and the config ID to override."""
+    raise FileNotFoundError(
+        f"no input slides found in {where!r}; pass slide paths with --{config_id} \"['/path/a.svs', ...]\" "
+        f"or point --dataset_dir at a folder of slides"
+    )

@@ -1,0 +1,132 @@
+"""Tests of the round runner: rounds flow, resume after a stop or a kill equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
+from mixsup_monai.handlers.round_selection import RoundSelection
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), f"{name} differs"
+
+
+def _metrics(runner) -> list[dict]:
+    return [
+        (r["round"], r["metrics"], r["mstep"], r.get("pseudo_labels", {}).get("pseudo/kept")) for r in runner.records
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, runner_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    runner, net, theta2 = runner_factory(root, max_rounds=2)
+    runner.run()
+    return runner, net, theta2, root
+
+
+def test_rounds_flow_records_checkpoints_and_store(uninterrupted):
+    runner, _, _, root = uninterrupted
+    assert [r["round"] for r in runner.records] == [0, 1, 2]
+    state = json.loads((root / "rounds.json").read_text())
+    assert state["seed"] == 0 and [r["round"] for r in state["rounds"]] == [0, 1, 2]
+    for r in range(3):
+        assert (root / "rounds" / f"round_{r:02d}.pt").is_file()
+    # round r trains on the labels made by round r-1's model; the last round makes none
+    assert runner.store.rounds() == [1, 2]
+    first, second = runner.records[0], runner.records[1]
+    assert "pseudo_labels" not in first and first["pool_sizes"]["positive"] == 0
+    assert second["pool_sizes"]["positive"] + second["pool_sizes"]["negative"] == second["pseudo_labels"]["pseudo/kept"]
+    for key in ("stage2_loss", "stage2_epoch_loss", "train_auc", "val_loss", "val_auc", "val_spec_at_100_sens"):
+        assert key in first["metrics"]
+    # the trainer's epoch count continues across rounds: 2 initial + 1 + 1
+    assert runner.trainer.state.epoch == 4 and runner.records[2]["mstep"]["epoch"] == 4
+
+
+def test_stop_after_round_1_then_resume_equals_uninterrupted(uninterrupted, runner_factory, tmp_path):
+    ref_runner, ref_net, ref_theta2, _ = uninterrupted
+    first, _, _ = runner_factory(tmp_path, max_rounds=1)
+    first.run()
+    assert [r["round"] for r in first.records] == [0, 1]
+    resumed, net, theta2 = runner_factory(tmp_path, max_rounds=2)
+    resumed.run()
+    assert resumed.resumed_rounds == 2  # rounds 0 and 1 were loaded, not recomputed
+    _assert_same_weights(net, ref_net)
+    _assert_same_weights(theta2, ref_theta2)
+    assert _metrics(resumed) == _metrics(ref_runner)
+
+
+def test_kill_in_round_2_then_resume_equals_uninterrupted(uninterrupted, runner_factory, tmp_path):
+    ref_runner, ref_net, _, _ = uninterrupted
+
+    def kill_in_round_2(round_index):
+        if round_index == 2:
+            raise KeyboardInterrupt("killed")
+
+    killed, _, _ = runner_factory(tmp_path, max_rounds=2, scorer_hook=kill_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    state = json.loads((tmp_path / "rounds.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [0, 1]
+    resumed, net, _ = runner_factory(tmp_path, max_rounds=2)
+    resumed.run()
+    assert resumed.resumed_rounds == 2
+    _assert_same_weights(net, ref_net)
+    assert _metrics(resumed) == _metrics(ref_runner)
+
+
+def test_a_finished_run_is_not_recomputed(uninterrupted, runner_factory):
+    _, ref_net, _, root = uninterrupted
+    checkpoint = root / "rounds" / "round_02.pt"
+    before = checkpoint.stat().st_mtime_ns
+    selection = RoundSelection(output_dir=str(root / "again"))
+    again, net, _ = runner_factory(root, max_rounds=2, handlers=[selection])
+    again.run()
+    assert checkpoint.stat().st_mtime_ns == before
+    assert selection.best_round in (0, 1, 2) and (root / "again" / "rounds.md").is_file()
+    _assert_same_weights(net, ref_net)  # the last round's weights were loaded
+
+
+def test_resume_with_another_seed_is_refused(uninterrupted, runner_factory):
+    root = uninterrupted[3]
+    runner, _, _ = runner_factory(root, max_rounds=2, seed=1)
+    with pytest.raises(ValueError, match="seed 0, this run has seed 1"):
+        runner.run()
+
+
+def test_selection_exports_the_best_round_and_mlflow_logs_each_round(runner_factory, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    selection = RoundSelection(metric="stage2_loss", output_dir=str(tmp_path / "eval"))
+    logger = MLflowRoundLogger(tracking_uri=uri, experiment_name="rounds_test", run_name="r", params={"T": 0.4})
+    runner, _, _ = runner_factory(tmp_path / "ckpt", max_rounds=1, handlers=[selection, logger])
+    runner.run()
+    best = min(runner.records, key=lambda r: r["metrics"]["stage2_loss"])["round"]
+    assert selection.best_round == best
+    exported = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=False)
+    assert exported["round"] == best and {"model", "classifier"} <= set(exported)
+    table = (tmp_path / "eval" / "rounds.md").read_text()
+    assert "stage2_loss" in table and table.count("**yes**") == 1
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("rounds_test").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["T"] == "0.4"
+    history = client.get_metric_history(run.info.run_id, "stage2_loss")
+    assert sorted(m.step for m in history) == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "pseudo/kept")] == [1]
+    assert run.data.metrics["best_round"] == best
+
+
+def test_resume_with_other_settings_is_refused(runner_factory, tmp_path):
+    first, _, _ = runner_factory(tmp_path, max_rounds=0)
+    first.config = {"T": "0.4", "max_rounds": "0"}
+    first.run()
+    again, _, _ = runner_factory(tmp_path, max_rounds=1)
+    again.config = {"T": "0.5", "max_rounds": "1"}  # more rounds is fine, another T is not
+    with pytest.raises(ValueError, match=r"written with other settings \(T: 0.4 -> 0.5\)"):
+        again.run()
