@@ -9,6 +9,7 @@ from mixsup_monai.data.datalist import (
     check_datalist,
     load_datalist,
     read_label_map,
+    slide_items,
     slides_of,
 )
 from mixsup_monai.data.label_stats import (
@@ -35,6 +36,7 @@ __all__ = [
     "load_datalist",
     "mask_estimation_samples",
     "read_label_map",
+    "slide_items",
     "slides_of",
     "z_to_row_index",
 ]

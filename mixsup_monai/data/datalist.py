@@ -21,6 +21,7 @@ __all__ = [
     "check_datalist",
     "load_datalist",
     "read_label_map",
+    "slide_items",
     "slides_of",
 ]
 
@@ -403,3 +404,32 @@ def slides_of(datalist: Mapping, sections: str | Iterable[str]) -> list[dict]:
         if name not in SECTIONS:
             raise ValueError(f"unknown datalist section {name!r}; expected one of {list(SECTIONS)}")
     return [s for name in names for s in datalist.get(name, [])]
+
+
+#: the slide keys a slide-level dataset needs (reading, pixel truth, MPP override).
+SLIDE_ITEM_KEYS = ("image", "mask", "mask_level", "mpp", "label", "tissue_mask")
+
+
+def slide_items(
+    datalist: Mapping,
+    sections: str | Iterable[str],
+    require: str | None = None,
+    keys: Iterable[str] = SLIDE_ITEM_KEYS,
+) -> list[dict]:
+    """Dataset items of whole slides: each slide reduced to ``keys`` (extra analysis keys dropped).
+
+    Datalists may carry free-form extra keys (``centre``, nested truth, ``None`` values) that the
+    DataLoader cannot collate, so slide-level datasets take only what they read.
+
+    Args:
+        datalist: a loaded datalist.
+        sections: ``"training"``, ``"validation"``, ``"test"`` or several.
+        require: keep only slides that have this key (e.g. ``"mask"`` for evaluation).
+        keys: the keys kept when present.
+    """
+    keys = tuple(keys)
+    return [
+        {key: slide[key] for key in keys if key in slide}
+        for slide in slides_of(datalist, sections)
+        if require is None or require in slide
+    ]
