@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from monai.bundle import ConfigWorkflow
+from mixsup_monai.utils import run_bundle
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "lsr" / "configs"
 
@@ -40,16 +40,7 @@ METRICS = ("val_masked_iou", "val_masked_dice", "val_iou", "val_dice")
 
 
 def run_workflow(files: list[str], workflow_type: str, overrides: dict) -> None:
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **overrides,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_bundle(CONFIGS.parent, files, workflow_type, check_properties=False, **overrides)
 
 
 def read_metrics(folder: Path) -> dict[str, float]:
@@ -116,8 +107,11 @@ def main() -> None:
     for name, (files, overrides) in variants.items():
         rows[name] = [train_and_test(name, files, overrides, seed, args, args.work) for seed in args.seeds]
         print(f"done: {name}", flush=True)
-    print(f"\nLSR on {args.datalist or 'the demo cohort'}, test slides, seeds {args.seeds}, {args.max_epochs} epochs\n")
-    print(table(rows))
+    title = f"LSR on {args.datalist or 'the demo cohort'}, test slides, seeds {args.seeds}, {args.max_epochs} epochs"
+    text = f"{title}\n\n{table(rows)}\n"
+    print("\n" + text)
+    (args.work / "results.md").write_text(text)
+    (args.work / "results.json").write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

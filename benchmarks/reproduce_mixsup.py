@@ -74,18 +74,9 @@ def _settings(method: str, seed: int, datalist: str | None, out: Path, overrides
 
 
 def _workflow(files: list, workflow_type: str, **kwargs):
-    from monai.bundle import ConfigWorkflow
+    from mixsup_monai.utils import run_bundle
 
-    workflow = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **kwargs,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_bundle(CONFIGS.parent, [Path(f).name for f in files], workflow_type, check_properties=False, **kwargs)
 
 
 def _evaluate(files: list, common: dict, checkpoint: Path, eval_dir: Path) -> dict:

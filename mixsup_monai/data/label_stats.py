@@ -19,6 +19,7 @@ __all__ = [
     "LabelStatsTable",
     "estimate_label_stats",
     "estimate_label_stats_from_csv",
+    "label_stats_from_fractions",
     "z_to_row_index",
 ]
 
@@ -361,10 +362,17 @@ class LabelStatsTable:
 
 
 # ---------------------------------------------------------------------- estimation
-def _table_from_fractions(
+def label_stats_from_fractions(
     fractions: dict[int, list[np.ndarray]], classes: Sequence[str], source: str, ddof: int
 ) -> LabelStatsTable:
-    """Per z: mean and std over blocks of the per-class fractions (std 0 with a warning for < 2 blocks)."""
+    """The table from per-block class fractions: per z, mean and std over blocks (std 0, warned, for < 2 blocks).
+
+    Args:
+        fractions: ``{z: [(L,) class fractions of one block, ...]}``.
+        classes: the L class names.
+        source: free text stored in the table.
+        ddof: delta degrees of freedom of the std (1: sample std).
+    """
     if not fractions:
         raise ValueError(f"no usable blocks to estimate the label-statistics table from (source: {source!r})")
     z_values = sorted(fractions)
@@ -438,7 +446,7 @@ def estimate_label_stats(
             )
         frac = np.bincount(values, minlength=n_l).astype(np.float64) / values.size
         fractions.setdefault(int(z), []).append(frac)
-    return _table_from_fractions(fractions, classes, source, ddof)
+    return label_stats_from_fractions(fractions, classes, source, ddof)
 
 
 def estimate_label_stats_from_csv(
@@ -539,4 +547,4 @@ def estimate_label_stats_from_csv(
             )
         fractions.setdefault(z, []).append(frac)
     src = source if source is not None else f"visual estimates from {Path(path).name}"
-    return _table_from_fractions(fractions, classes, src, ddof)
+    return label_stats_from_fractions(fractions, classes, src, ddof)

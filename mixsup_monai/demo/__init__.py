@@ -9,10 +9,10 @@ from mixsup_monai.demo.cohorts import (
     MPP,
     TASK_CLASSES,
     DemoTask,
-    estimate_label_stats,
     group_sizes,
     lsr_z,
     make_demo_cohort,
+    mask_estimated_table,
 )
 from mixsup_monai.demo.textures import CENTRES, Stain, Tex, render_slide
 
@@ -26,7 +26,7 @@ __all__ = [
     "DemoTask",
     "Stain",
     "Tex",
-    "estimate_label_stats",
+    "mask_estimated_table",
     "group_sizes",
     "lsr_z",
     "make_demo_cohort",

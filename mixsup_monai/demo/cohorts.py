@@ -31,13 +31,13 @@ __all__ = [
     "make_demo_cohort",
     "group_sizes",
     "lsr_z",
-    "estimate_label_stats",
+    "mask_estimated_table",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Version of the generator; bump whenever the output for a given seed changes.
-DEMO_VERSION = "1.1"
+DEMO_VERSION = "1.2"
 #: Microns per pixel at level 0 (a "10x" caricature: nuclei ~6-14 px across).
 MPP = 1.0
 #: Pyramid level of every mask PNG (down-sample 4).
@@ -517,40 +517,30 @@ def _blocks(cls: np.ndarray, rng: np.random.Generator, n_bins: int, noise: float
     ]
 
 
-def estimate_label_stats(
+def mask_estimated_table(
     blocks: list[dict[str, Any]],
     rng: np.random.Generator,
+    source: str,
     n_bins: int = LSR_Z_BINS,
     per_z: int = LSR_TABLE_BLOCKS,
-) -> list[dict[str, Any]]:
+):
     """ "Mask estimation" of the LSR table p(c|z) = N(eta, rho^2) from a few blocks per z.
 
-    For each z, ``per_z`` blocks (fewer if not available) are drawn at random and the mean and
-    sample standard deviation (``ddof=1``; 0 for a single block) of each class's pixel fraction are
-    taken. z values without any block are left out.
-
-    Returns:
-        ``[{"z", "mean": [eta_0, eta_1], "std": [rho_0, rho_1], "n_blocks"}, ...]``.
+    For each z, ``per_z`` blocks (fewer if not available) are drawn at random; their true class
+    fractions go to :func:`~mixsup_monai.data.label_stats.label_stats_from_fractions` (mean and sample
+    std per z). z values without any block are left out.
     """
+    from mixsup_monai.data.label_stats import label_stats_from_fractions
+
     z = np.asarray([bl["z"] for bl in blocks], int)
     f = np.asarray([bl["tumour_fraction"] for bl in blocks], float)
-    stats = []
+    fractions = {}
     for zz in range(n_bins):
         idx = np.flatnonzero(z == zz)
-        if idx.size == 0:
-            continue
-        pick = np.sort(rng.choice(idx, min(per_z, idx.size), replace=False))
-        frac = np.stack([1 - f[pick], f[pick]], 1)
-        std = frac.std(0, ddof=1) if len(pick) > 1 else np.zeros(2)
-        stats.append(
-            {
-                "z": zz,
-                "mean": [round(float(v), 6) for v in frac.mean(0)],
-                "std": [round(float(v), 6) for v in std],
-                "n_blocks": int(len(pick)),
-            }
-        )
-    return stats
+        if idx.size:
+            pick = np.sort(rng.choice(idx, min(per_z, idx.size), replace=False))
+            fractions[zz] = list(np.stack([1 - f[pick], f[pick]], 1))
+    return label_stats_from_fractions(fractions, TASK_CLASSES["lsr"], source, ddof=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -834,15 +824,14 @@ def make_demo_cohort(
         data[split] = [s for s, j in zip(slides, jobs) if j["split"] == split]
     if task == "lsr":
         train_blocks = [b for s in data["training"] for b in s["blocks"]]
-        stats = estimate_label_stats(
-            train_blocks, np.random.default_rng([int(seed), 2**31 - 1]), options["z_bins"], LSR_TABLE_BLOCKS
+        table = mask_estimated_table(
+            train_blocks,
+            np.random.default_rng([int(seed), 2**31 - 1]),
+            f"mask estimation: ~{LSR_TABLE_BLOCKS} training blocks per z, demo seed {seed}",
+            options["z_bins"],
+            LSR_TABLE_BLOCKS,
         )
-        table = {
-            "classes": TASK_CLASSES["lsr"],
-            "source": f"mask estimation: ~{LSR_TABLE_BLOCKS} training blocks per z, demo seed {seed}",
-            "stats": stats,
-        }
-        (out / "label_stats.json").write_text(json.dumps(table, indent=4) + "\n")
+        table.save(out / "label_stats.json")
         data["label_stats"] = "label_stats.json"
         data["lsr"] = {
             "block_size": LSR_BLOCK_SIZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["bundle_root_from_argv", "raise_no_input"]
+__all__ = ["bundle_root_from_argv", "raise_no_input", "run_bundle"]
 
 
 def bundle_root_from_argv(default: str = ".", argv: list[str] | None = None) -> str:
@@ -36,3 +36,39 @@ def raise_no_input(where: str, config_id: str) -> None:
         f"no input slides found in {where!r}; pass slide paths with --{config_id} \"['/path/a.svs', ...]\" "
         f"or point --dataset_dir at a folder of slides"
     )
+
+
+def run_bundle(bundle_dir, config_files, workflow_type: str = "train", check_properties: bool = True, **overrides):
+    """Run a bundle workflow in this process, as ``python -m monai.bundle run`` would, and return it.
+
+    Used by the reproduction scripts and the tests to drive the bundles through their own configs.
+
+    Args:
+        bundle_dir: the bundle folder (holding ``configs/``).
+        config_files: file names inside ``configs/``, later ones overriding earlier ones.
+        workflow_type: ``"train"``, ``"eval"`` / ``"infer"`` (checked against MONAI's bundle properties).
+        check_properties: fail when a required bundle property is missing.
+        overrides: config IDs and values (``max_epochs=2``, ``datalist="..."``).
+
+    Raises:
+        ValueError: required bundle properties are missing.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    configs = Path(bundle_dir) / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[
+            str(configs / name) for name in ([config_files] if isinstance(config_files, str) else config_files)
+        ],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
+    workflow.initialize()
+    missing = workflow.check_properties() if check_properties else None
+    if missing:
+        raise ValueError(f"bundle {str(bundle_dir)!r} ({config_files}): missing required properties {missing}")
+    workflow.run()
+    workflow.finalize()
+    return workflow

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from monai.bundle import ConfigWorkflow
 
 from mixsup_monai.demo import make_demo_cohort
+from mixsup_monai.utils import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lsr"
 CONFIGS = BUNDLE / "configs"
@@ -39,19 +39,8 @@ def overrides(root: Path, datalist: Path, **extra) -> dict:
     }
 
 
-def run_workflow(config_files, workflow_type: str, **kwargs) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in config_files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **kwargs,
-    )
-    workflow.initialize()
-    assert workflow.check_properties() in (None, []), workflow.check_properties()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+def run_workflow(config_files, workflow_type: str, **kwargs):
+    return run_bundle(CONFIGS.parent, config_files, workflow_type, **kwargs)
 
 
 def read_metrics(folder: Path) -> dict[str, float]:

@@ -14,6 +14,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from mixsup_monai.data import DatalistError
+from mixsup_monai.demo import make_demo_cohort
+from mixsup_monai.utils import run_bundle
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mixsup"
 CONFIGS = BUNDLE / "configs"
@@ -37,8 +39,6 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from mixsup_monai.demo import make_demo_cohort
-
     root = tmp_path_factory.mktemp("mixsup_bundle")
     datalist = make_demo_cohort("mixsup", root / "data", seed=0, n_slides=8, progress=False)
     return root, Path(datalist)
@@ -56,19 +56,8 @@ def overrides(root: Path, datalist: Path, **extra) -> dict:
     }
 
 
-def run_workflow(config_files, workflow_type: str, **kwargs) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in config_files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **kwargs,
-    )
-    workflow.initialize()
-    assert workflow.check_properties() in (None, []), workflow.check_properties()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+def run_workflow(config_files, workflow_type: str, **kwargs):
+    return run_bundle(CONFIGS.parent, config_files, workflow_type, **kwargs)
 
 
 def test_train_evaluate_inference(workspace):

@@ -76,9 +76,7 @@ def test_matches_hand_computed_value(case, kwargs, expected):
 
 def test_reduction_none_and_sum_give_per_block_values():
     kwargs = {"formulation": "intra", "softmax": False, "eps": 0.0}
-    per_block = LabelSuperResolutionLoss(TABLE, reduction="none", **kwargs)(
-        probs(P_A, P_B), torch.tensor([0, 0])
-    )
+    per_block = LabelSuperResolutionLoss(TABLE, reduction="none", **kwargs)(probs(P_A, P_B), torch.tensor([0, 0]))
     expected = [LN(0.25 * PI) + 0.16, LN(0.32 * PI) + 0.3125]
     assert per_block.shape == (2,)
     np.testing.assert_allclose(per_block.numpy(), expected, rtol=1e-6)
@@ -136,9 +134,7 @@ def test_inter_group_of_one_falls_back_to_own_variance_with_warning():
 
 
 def test_inter_group_of_one_can_be_skipped():
-    loss = LabelSuperResolutionLoss(
-        TABLE, formulation="inter", softmax=False, eps=0.0, singleton_groups="skip"
-    )
+    loss = LabelSuperResolutionLoss(TABLE, formulation="inter", softmax=False, eps=0.0, singleton_groups="skip")
     with pytest.warns(UserWarning, match="singleton_groups='skip'"):
         value = loss(probs(P_A, P_B, P_A), torch.tensor([0, 0, 1]))
     assert value.item() == pytest.approx(INTER_CE, rel=1e-6)
@@ -215,9 +211,7 @@ def test_gradients_flow_through_softmax(formulation):
 def test_cross_entropy_minimum_at_table_mean_and_variance(eps):
     eta, tau = 0.3, 0.1
     mu = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)[:, None].expand(101, 60)
-    var = (torch.arange(1, 61, dtype=torch.float64) * 0.0005)[None, :].expand(
-        101, 60
-    ) - eps  # var + eps on grid
+    var = (torch.arange(1, 61, dtype=torch.float64) * 0.0005)[None, :].expand(101, 60) - eps  # var + eps on grid
     d = lsr_distance(mu, var, torch.full_like(mu, eta), torch.full_like(mu, tau), "cross_entropy", eps)
     i, j = np.unravel_index(int(torch.argmin(d)), d.shape)
     assert mu[i, j].item() == pytest.approx(eta)
