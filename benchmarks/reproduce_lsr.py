@@ -32,9 +32,9 @@ VARIANTS = {
 ABLATION = {
     "intra+inter, one-sided −log N(η; μ, σ²+ρ²)": ([], {"formulation": "intra_inter", "distance": "one_sided"}),
     "intra+inter, interval (original LSR code)": ([], {"formulation": "intra_inter", "distance": "interval"}),
-    "intra+inter, σ² of Eq. 14 (1/|X|²)": ([], {"formulation": "intra_inter", "variance": "mean_of_independent"}),
+    "intra+inter, σ² of Eq. 14 (1/|X|²)": ([], {"formulation": "intra_inter", "variance": "mean_of_independent", "loss#eps": 1e-8}),
     "intra+inter, α = 0.8": ([], {"formulation": "intra_inter", "alpha": 0.8}),
-    "intra, σ² of Eq. 14 (1/|X|²)": ([], {"formulation": "intra", "variance": "mean_of_independent"}),
+    "intra, σ² of Eq. 14 (1/|X|²)": ([], {"formulation": "intra", "variance": "mean_of_independent", "loss#eps": 1e-8}),
 }
 METRICS = ("val_masked_iou", "val_masked_dice", "val_iou", "val_dice")
 

@@ -7,6 +7,8 @@ import torch
 from monai.utils import look_up_option, min_version, optional_import
 
 Metric, _ = optional_import("ignite.metrics", "0.4.11", min_version, "Metric")
+reinit__is_reduced, _ = optional_import("ignite.metrics.metric", "0.4.11", min_version, "reinit__is_reduced")
+sync_all_reduce, _ = optional_import("ignite.metrics.metric", "0.4.11", min_version, "sync_all_reduce")
 
 __all__ = ["SegmentationMetricHandler"]
 
@@ -20,6 +22,8 @@ class SegmentationMetricHandler(Metric):
     the LSR paper's evaluation. ``masked_*`` counts only pixels within the band of ``band_distance``
     pixels around the ground-truth boundary (:func:`mixsup_monai.metrics.boundary_band`; paper: one block
     width at the network's scale), where a low-resolution model cannot be right by construction.
+
+    Counts are summed over DDP ranks before the score is computed.
 
     Reads the engine output after decollation: per item ``pred`` ``(C, H, W)`` class probabilities or
     scores and ``label`` ``(1, H, W)`` class indices (``ignore_index`` excluded).
@@ -50,9 +54,11 @@ class SegmentationMetricHandler(Metric):
         self.label_key = label_key
         super().__init__(output_transform=output_transform, device=device)
 
+    @reinit__is_reduced
     def reset(self) -> None:
         self._tp = self._fp = self._fn = 0
 
+    @reinit__is_reduced
     def update(self, output) -> None:
         from mixsup_monai.metrics import boundary_band, confusion_counts
 
@@ -71,6 +77,7 @@ class SegmentationMetricHandler(Metric):
             self._fp += int(fp[self.class_index])
             self._fn += int(fn[self.class_index])
 
+    @sync_all_reduce("_tp", "_fp", "_fn")
     def compute(self) -> float:
         tp, fp, fn = self._tp, self._fp, self._fn
         if tp + fp + fn == 0:

@@ -24,7 +24,7 @@ class SlideMapSaver:
     Expects the engine output after MONAI's decollation: a list of dicts holding ``pred_key`` =
     ``(C, H, W)`` class probabilities and ``image_key`` = ``(3, H, W)`` image in [0, 1] on the same grid,
     and the batch's ``slide_path`` (from :class:`~mixsup_monai.transforms.LoadSlided`) names the files.
-    Writes on rank 0 only.
+    Under DDP every rank writes the slides it evaluated.
 
     Args:
         output_dir: folder of the PNGs (an MLflow handler can log it as artifacts).
@@ -45,8 +45,6 @@ class SlideMapSaver:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
 
     def iteration_completed(self, engine) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
-            return
         outputs = engine.state.output
         outputs = outputs if isinstance(outputs, list) else [outputs]
         # the decollated output holds image / label / pred only; the slide's path stays in the batch

@@ -1,7 +1,14 @@
-"""Metrics: segmentation IoU / Dice (plain and boundary-band masked), component F1 against dots."""
+"""Metrics: segmentation IoU / Dice (boundary-band masked), component F1 against dots, region OP / PC / mIoU."""
 
 from __future__ import annotations
 
+from mixsup_monai.metrics.region import (
+    RegionMetric,
+    RegionMetricName,
+    proportion_error,
+    region_counts,
+    region_metrics,
+)
 from mixsup_monai.metrics.segmentation import (
     SegmentationIoUDice,
     boundary_band,
@@ -37,4 +44,10 @@ __all__ = [
     "sensitivity_specificity",
     "slide_classification_metrics",
     "specificity_at_sensitivity",
+    # region-based metrics of NPL (Tokunaga et al., Eq. 7)
+    "RegionMetric",
+    "RegionMetricName",
+    "proportion_error",
+    "region_counts",
+    "region_metrics",
 ]
