@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mixsup_monai.data.blocks import block_items, mask_estimation_samples
+from mixsup_monai.data.blocks import block_items, block_label_map, mask_estimation_samples
 from mixsup_monai.data.datalist import (
     DatalistError,
     DatalistProblem,
@@ -30,6 +30,7 @@ __all__ = [
     "RatioBatchSampler",
     "apportion",
     "block_items",
+    "block_label_map",
     "check_datalist",
     "estimate_label_stats",
     "estimate_label_stats_from_csv",

@@ -8,7 +8,7 @@ import numpy as np
 
 from mixsup_monai.data.datalist import read_label_map, slides_of
 
-__all__ = ["block_items", "mask_estimation_samples"]
+__all__ = ["block_items", "block_label_map", "mask_estimation_samples"]
 
 
 def block_items(datalist: Mapping, sections: str | Iterable[str], require_mask: bool = False) -> list[dict]:
@@ -81,3 +81,29 @@ def mask_estimation_samples(
             downsample = get_slide(item["image"], item.get("mpp")).info.level_downsamples[int(item["mask_level"])]
             out_size = [max(1, round(s / downsample)) for s in item["size"]]
             yield z, crop_label_map(label_maps[item["mask"]], downsample, item["location"], item["size"], out_size)
+
+
+def block_label_map(
+    blocks: Iterable[Mapping], class_means: Mapping[int, np.ndarray], downsample: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """The low-resolution label map of a slide: each block painted with its z's mean class fractions.
+
+    The paper's "low resolution model" baseline (Zhao et al., Table 4): the block labels themselves,
+    up-sampled, as a ``(L, H, W)`` map of class fractions on a grid of ``downsample`` level-0 px per
+    pixel; pixels outside every block are class 0.
+
+    Args:
+        blocks: the slide's ``blocks`` (``location``, ``size`` level 0, ``z``).
+        class_means: ``{z: (L,) mean class fractions η_{·,z}}`` (e.g. from a :class:`LabelStatsTable`).
+        downsample: level-0 pixels per output pixel.
+        shape: ``(H, W)`` of the output.
+    """
+    num_classes = len(next(iter(class_means.values())))
+    out = np.zeros((num_classes, *shape), np.float32)
+    out[0] = 1.0
+    for block in blocks:
+        (x, y), (w, h) = block["location"], block["size"]
+        x0, y0 = round(x / downsample), round(y / downsample)
+        x1, y1 = round((x + w) / downsample), round((y + h) / downsample)
+        out[:, y0:y1, x0:x1] = np.asarray(class_means[int(block["z"])], np.float32)[:, None, None]
+    return out

@@ -21,6 +21,7 @@ from mixsup_monai.transforms.slide_io import (
     LoadSlideRegionDict,
     crop_label_map,
 )
+from mixsup_monai.transforms.tissue import RestrictToTissueD, RestrictToTissued, RestrictToTissueDict, tissue_region
 
 __all__ = [
     "LoadSlideD",
@@ -35,7 +36,11 @@ __all__ = [
     "MixSupPseudoLabelDict",
     "MixSupPseudoLabelStats",
     "MixSupPseudoLabeld",
+    "RestrictToTissueD",
+    "RestrictToTissueDict",
+    "RestrictToTissued",
     "crop_label_map",
     "mixsup_pseudo_label_stats",
     "mixsup_pseudo_labels",
+    "tissue_region",
 ]

@@ -80,6 +80,11 @@ class LoadSlideRegiond(MapTransform):
     it with the ``(3, H, W)`` image tensor. When ``mask_key`` is set and the item has a ``mask`` path
     (label map at ``mask_level``), also writes ``mask_output_key``: a ``(1, H, W)`` long tensor of class
     indices (255 = ignore) aligned with the image.
+
+    ``context`` adds that many output pixels of surrounding slide on every side (the output is then
+    ``out_size + 2 * context``; pixels beyond the slide are black): a network whose loss only sees the
+    centre (:class:`~mixsup_monai.inferers.CenterCropInferer`) cannot tell the block's border from the
+    zero padding of its convolutions, so it cannot place a block's required class fraction there.
     """
 
     def __init__(
@@ -90,10 +95,15 @@ class LoadSlideRegiond(MapTransform):
         size_key: str = "size",
         mask_key: str | None = None,
         mask_output_key: str = "label_map",
+        context: int = 0,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadSlideRegion(out_size)
+        if context < 0:
+            raise ValueError(f"LoadSlideRegiond: context must be >= 0 output pixels, got {context}")
+        self.context = int(context)
+        self.loader = LoadSlideRegion((int(out_size[0]) + 2 * self.context, int(out_size[1]) + 2 * self.context))
+        self.out_size = (int(out_size[0]), int(out_size[1]))
         self.location_key = location_key
         self.size_key = size_key
         self.mask_key = mask_key
@@ -109,15 +119,19 @@ class LoadSlideRegiond(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
-            d[key] = self.loader(path, d[self.location_key], d[self.size_key], d.get("mpp"))
+            (x, y), (w, h) = d[self.location_key], d[self.size_key]
+            margin_x = round(self.context * w / self.out_size[0])
+            margin_y = round(self.context * h / self.out_size[1])
+            location, size = (x - margin_x, y - margin_y), (w + 2 * margin_x, h + 2 * margin_y)
+            d[key] = self.loader(path, location, size, d.get("mpp"))
             if self.mask_key is not None and d.get(self.mask_key):
                 slide = get_slide(path, d.get("mpp"))
                 level = int(d["mask_level"])
                 crop = crop_label_map(
                     self._label_map(str(d[self.mask_key])),
                     slide.info.level_downsamples[level],
-                    d[self.location_key],
-                    d[self.size_key],
+                    location,
+                    size,
                     self.loader.out_size,
                 )
                 d[self.mask_output_key] = torch.from_numpy(crop.astype(np.int64))[None]
