@@ -5,7 +5,8 @@ mixsup-monai contract (default: the demo cohort), evaluates it on the datalist's
 prints a markdown table of masked IoU / Dice (mean ± std over seeds), plus an ablation of the
 distance readings of the loss. Run by hand (minutes per run on CPU):
 
-    python benchmarks/reproduce_lsr.py --seeds 0 1 2 [--datalist PATH] [--max_epochs 25] [--ablation]
+    python benchmarks/reproduce_lsr.py --seeds 0 1 2 [--datalist PATH] [--max_epochs 25]
+    python benchmarks/reproduce_lsr.py --seeds 0 1 2 --ablation --ablation_seeds 0
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from mixsup_monai.utils import run_bundle
+from mixsup_monai.utils import run_bundle, run_dirs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "lsr" / "configs"
 
@@ -59,15 +60,11 @@ def train_and_test(name: str, files: list[str], overrides: dict, seed: int, args
     if result_file.is_file() and not args.force:
         return json.loads(result_file.read_text())
     common = {
-        "bundle_root": str(CONFIGS.parent),
-        "ckpt_dir": str(out / "models"),
-        "output_dir": str(out / "eval"),
-        "mlflow_dir": str(args.mlruns),
+        **run_dirs(CONFIGS.parent, out, args.mlruns, args.datalist),
         "experiment_name": "lsr_reproduce",
         "seed": seed,
         "max_epochs": args.max_epochs,
         "val_interval": args.max_epochs,
-        **({"datalist": str(args.datalist)} if args.datalist else {}),
         **overrides,
     }
     start = time.time()
@@ -114,8 +111,8 @@ def block_labels_upsampled(datalist: Path, block_input_size: int = 64) -> dict:
 
 def table(rows: dict[str, list[dict]]) -> str:
     lines = [
-        "| variant | masked IoU | masked Dice | IoU | Dice | train s / run |",
-        "|---|---|---|---|---|---|",
+        "| variant | runs | masked IoU | masked Dice | IoU | Dice | train s / run |",
+        "|---|---:|---|---|---|---|---:|",
     ]
     for name, results in rows.items():
         cells = []
@@ -124,7 +121,7 @@ def table(rows: dict[str, list[dict]]) -> str:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
         seconds = statistics.mean(r["train_seconds"] for r in results)
-        lines.append(f"| {name} | {' | '.join(cells)} | {seconds:.0f} |")
+        lines.append(f"| {name} | {len(results)} | {' | '.join(cells)} | {seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -134,6 +131,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max_epochs", type=int, default=25)
     parser.add_argument("--ablation", action="store_true", help="also run the distance / variance / α ablation")
+    parser.add_argument("--ablation_seeds", type=int, nargs="+", help="seeds of the ablation rows (default: --seeds)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/runs/lsr"), help="checkpoints and results")
     parser.add_argument("--mlruns", type=Path, default=Path("mlruns"))
     parser.add_argument("--force", action="store_true", help="re-run variants whose result.json exists")
@@ -152,6 +150,8 @@ def main() -> None:
     # rewritten after every run (finished runs are reused from their result.json on the next call)
     for seed in args.seeds:
         for name, (files, overrides) in variants.items():
+            if name in ABLATION and args.ablation_seeds is not None and seed not in args.ablation_seeds:
+                continue
             rows.setdefault(name, []).append(train_and_test(name, files, overrides, seed, args, args.work))
             print(f"done: {name}, seed {seed}", flush=True)
             text = f"{title}\n\n{table(rows)}\n"

@@ -47,22 +47,19 @@ def _parse_override(text: str) -> tuple[str, object]:
         return key, value
 
 
+def run_folder(method: str, seed: int, datalist: str | None, out: Path, overrides: dict) -> Path:
+    """``out/runs_<tag>/<method>/seed_<seed>``: one folder per datalist + overrides, so that a resumed run never
+    continues a run of another configuration."""
+    tag = hashlib.sha1(_config_key(datalist, overrides).encode()).hexdigest()[:8]
+    return out / f"runs_{tag}" / method / f"seed_{seed}"
+
+
 def _settings(method: str, seed: int, datalist: str | None, out: Path, overrides: dict) -> tuple[Path, list, dict]:
     """Work folder, config files and overrides of one run."""
-    # one folder per datalist + overrides: a resumed run never continues a run of another configuration
-    tag = hashlib.sha1(_config_key(datalist, overrides).encode()).hexdigest()[:8]
-    work = out / f"runs_{tag}" / method / f"seed_{seed}"
-    common = {
-        "bundle_root": str(BUNDLE),
-        "seed": seed,
-        "ckpt_dir": str(work / "models"),
-        "output_dir": str(work / "eval"),
-        "mlflow_dir": str(out / "mlruns"),
-        "resume": True,
-        **overrides,
-    }
-    if datalist is not None:
-        common["datalist"] = datalist
+    from mixsup_monai.utils import run_dirs
+
+    work = run_folder(method, seed, datalist, out, overrides)
+    common = {**run_dirs(BUNDLE, work, out / "mlruns", datalist), "seed": seed, "resume": True, **overrides}
     if method == "pixel_level" and "max_rounds" in common:
         # matched training length: as many epochs as the mixed run with these overrides (METHODS.md §1)
         common["matched_rounds"] = common.pop("max_rounds")
@@ -178,35 +175,51 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datalist", default=None, help="datalist of the contract (default: the bundle's demo cohort)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["mixed", "pixel_level", "image_level"], choices=list(METHODS))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs" / "mixsup", help="runs and tables")
-    parser.add_argument(
-        "--override", type=_parse_override, action="append", default=[], help="config override key=value (repeatable)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    overrides = dict(args.override)
-    results_file = args.out / "results.json"
+def run_missing(methods, seeds, run, results_file: Path, key: str) -> tuple[list[dict], list[dict]]:
+    """Run ``run(method, seed)`` for every pair not yet in ``results_file`` with config ``key``, saving after each.
+
+    Returns:
+        ``(previous, results)``: every record of the file (all configs) and those of ``key``.
+    """
     previous: list[dict] = json.loads(results_file.read_text()) if results_file.is_file() else []
-    results = list(previous)
-    key = _config_key(args.datalist, overrides)
-    results = [r for r in results if r.get("config") == key]  # runs of another datalist / overrides do not count
+    results = [r for r in previous if r.get("config") == key]  # runs of another datalist / overrides do not count
     done = {(r["method"], r["seed"]) for r in results}
-    for seed in args.seeds:
-        for method in args.methods:
+    for seed in seeds:
+        for method in methods:
             if (method, seed) in done:
                 print(f"{method} seed {seed}: already in {results_file}, skipped", file=sys.stderr)
                 continue
             print(f"{method} seed {seed} ...", file=sys.stderr)
-            result = run_one(method, seed, args.datalist, args.out, overrides)
+            result = run(method, seed)
             results.append(result)
             previous.append(result)
-            args.out.mkdir(parents=True, exist_ok=True)
+            results_file.parent.mkdir(parents=True, exist_ok=True)
             results_file.write_text(json.dumps(previous, indent=2))
+    return previous, results
+
+
+def parse_args(argv: list[str] | None, doc: str, methods: list[str], default: list[str], name: str):
+    """The command line shared by the reproduction scripts (``--datalist --seeds --methods --out --override``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--datalist", default=None, help="datalist of the contract (default: the bundle's demo cohort)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=default, choices=methods)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs" / name, help="runs and tables")
+    parser.add_argument(
+        "--override", type=_parse_override, action="append", default=[], help="config override key=value (repeatable)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__, list(METHODS), ["mixed", "pixel_level", "image_level"], "mixsup")
+    logging.basicConfig(level=logging.WARNING)
+    overrides = dict(args.override)
+    results_file = args.out / "results.json"
+    key = _config_key(args.datalist, overrides)
+    previous, results = run_missing(
+        args.methods, args.seeds, lambda m, s: run_one(m, s, args.datalist, args.out, overrides), results_file, key
+    )
     for i, r in enumerate(previous):  # results of an older version of this script: add the validation selection
         if r.get("config") == key and "auc_val" not in r:
             previous[i] = add_validation_selection(r, args.datalist, args.out, overrides)

@@ -63,7 +63,7 @@ class ContextSlidingWindowInferer(SlidingWindowInferer):
             )
         for reserved in ("mode", "cache_roi_weight_map"):
             if reserved in kwargs:
-                raise ValueError(f"ContextSlidingWindowInferer: {reserved!r} is fixed (a Gaussian over the window centre)")
+                raise ValueError(f"ContextSlidingWindowInferer: {reserved!r} is fixed (a centre Gaussian)")
         super().__init__(roi_size=roi, overlap=overlap, mode="gaussian", sigma_scale=sigma_scale, **kwargs)
         self.margin = margin
         self.roi_weight_map = self.centre_weight_map(roi, margin, sigma_scale)
@@ -73,7 +73,8 @@ class ContextSlidingWindowInferer(SlidingWindowInferer):
         """``roi_size`` blending weights: a Gaussian on the centre, ``BORDER_WEIGHT`` x its minimum on the border."""
         if margin == 0:
             return compute_importance_map(tuple(roi_size), mode="gaussian", sigma_scale=sigma_scale)
-        centre = compute_importance_map(tuple(r - 2 * margin for r in roi_size), mode="gaussian", sigma_scale=sigma_scale)
+        centre_size = tuple(r - 2 * margin for r in roi_size)
+        centre = compute_importance_map(centre_size, mode="gaussian", sigma_scale=sigma_scale)
         weights = torch.full(tuple(roi_size), float(centre.min()) * BORDER_WEIGHT)
         weights[(slice(margin, -margin),) * len(roi_size)] = centre
         return weights

@@ -22,6 +22,7 @@ __all__ = [
     "labelled_patch_items",
     "tumour_region",
     "weak_slides",
+    "known_region_slides",
     "oversample_by_class",
     "slide_name",
     "NPLTargetd",
@@ -220,6 +221,31 @@ def weak_slides(
     for path in empty:
         logger.warning("slide %r has proportions but no tumour patch: skipped by NPL", path)
     return [s for s in weak if s["image"] not in set(empty)]
+
+
+def known_region_slides(
+    slides: Sequence[Mapping],
+    mask_key: str = "mask",
+    region_key: str = "known_region",
+    keys: Sequence[str] | None = ("image", "mpp", "mask", "mask_level", "proportions"),
+) -> list[dict]:
+    """Fully labelled slides (evaluation) with ``region_key``: the bool area where their mask is known.
+
+    Metrics are computed over the patches with a known class (Tokunaga et al.: regions marked "unknown" are
+    excluded), so evaluation grids are laid over the mask's known area (``mask != 255``) instead of a
+    tissue detection (which, on lung, misses pale alveolar tissue). Slides without ``mask_key`` are
+    dropped; ``keys`` (``None``: all) are kept.
+    """
+    out = []
+    for s in slides:
+        if not s.get(mask_key):
+            continue
+        d = dict(s) if keys is None else {k: s[k] for k in keys if k in s}
+        d[region_key] = read_label_map(s[mask_key]) != IGNORE_INDEX
+        out.append(d)
+    if not out:
+        raise ValueError(f"no slide with {mask_key!r} to evaluate")
+    return out
 
 
 def oversample_by_class(items: Sequence[Mapping], label_key: str = "label") -> list[dict]:

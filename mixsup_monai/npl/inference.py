@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 PAPER_COLOURS = ((0, 0, 0), (230, 25, 45), (240, 200, 0), (40, 170, 60), (0, 200, 220), (30, 70, 220))
 
 #: slide keys kept for the evaluator (truth for the metrics, proportions for the SAE).
-SLIDE_KEYS = ("image", "mpp", "tissue_mask", "mask", "mask_level", "proportions")
+SLIDE_KEYS = ("image", "mpp", "tissue_mask", "known_region", "mask", "mask_level", "proportions")
 
 
 def collate_slides(batch: Sequence[Mapping]) -> list[dict]:

@@ -104,6 +104,10 @@ class MStepEarlyStopping:
     M-step of the round runner) starts afresh; when it ends (stopped or not) the network gets the weights
     of its best epoch back (``restore_best``), so the round is scored and checkpointed with them.
 
+    The trainer's ``state.metrics`` get ``epoch_<metric>`` after every epoch (logged per epoch by its
+    MLflow / stats handlers; ``<metric>`` itself is the per-round value of the round logger) and
+    ``best_<metric>`` / ``best_epoch`` at the end of the M-step.
+
     Args:
         evaluator: a MONAI ``SupervisedEvaluator`` over the validation patches.
         metric: key of ``evaluator.state.metrics`` (e.g. ``"val_loss"``).
@@ -175,7 +179,7 @@ class MStepEarlyStopping:
             or (value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta)
         )
         self.history.append({"epoch": int(engine.state.epoch), self.metric: value})
-        engine.state.metrics[self.metric] = value  # logged per epoch by the trainer's MLflow / stats handlers
+        engine.state.metrics[f"epoch_{self.metric}"] = value  # per epoch; the round logger logs `metric`
         if better:
             self.best, self.best_epoch, self.since = value, int(engine.state.epoch), 0
             if self.restore_best:

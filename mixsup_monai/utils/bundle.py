@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["bundle_root_from_argv", "raise_no_input", "run_bundle"]
+__all__ = ["bundle_root_from_argv", "raise_no_input", "run_bundle", "run_dirs"]
 
 
 def bundle_root_from_argv(default: str = ".", argv: list[str] | None = None) -> str:
@@ -72,3 +72,22 @@ def run_bundle(bundle_dir, config_files, workflow_type: str = "train", check_pro
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def run_dirs(bundle_dir, work_dir, mlflow_dir=None, datalist=None) -> dict[str, str]:
+    """Overrides that put one run of a bundle under ``work_dir``: checkpoints in ``models/``, outputs in ``eval/``.
+
+    The config IDs every bundle of this project defines (``bundle_root``, ``ckpt_dir``, ``output_dir``,
+    ``mlflow_dir`` and, when given, ``datalist``), so that tests and benchmarks run many configurations
+    of one bundle side by side without resuming each other. ``mlflow_dir`` defaults to ``work_dir/mlruns``.
+    """
+    work = Path(work_dir)
+    dirs = {
+        "bundle_root": str(bundle_dir),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "eval"),
+        "mlflow_dir": str(mlflow_dir if mlflow_dir is not None else work / "mlruns"),
+    }
+    if datalist is not None:
+        dirs["datalist"] = str(datalist)
+    return dirs

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mixsup_monai.demo import make_demo_cohort
-from mixsup_monai.utils import run_bundle
+from mixsup_monai.utils import run_bundle, run_dirs
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lsr"
 CONFIGS = BUNDLE / "configs"
@@ -26,17 +26,7 @@ def workspace(tmp_path_factory):
 
 
 def overrides(root: Path, datalist: Path, **extra) -> dict:
-    return {
-        "bundle_root": str(BUNDLE),
-        "datalist": str(datalist),
-        "ckpt_dir": str(root / "models"),
-        "output_dir": str(root / "eval"),
-        "mlflow_dir": str(root / "mlruns"),
-        "max_epochs": 2,
-        "val_interval": 1,
-        "group_size": 4,
-        **extra,
-    }
+    return {**run_dirs(BUNDLE, root, datalist=datalist), "max_epochs": 2, "val_interval": 1, "group_size": 4, **extra}
 
 
 def run_workflow(config_files, workflow_type: str, **kwargs):

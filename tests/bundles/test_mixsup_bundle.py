@@ -15,7 +15,7 @@ from monai.bundle import ConfigWorkflow
 
 from mixsup_monai.data import DatalistError
 from mixsup_monai.demo import make_demo_cohort
-from mixsup_monai.utils import run_bundle
+from mixsup_monai.utils import run_bundle, run_dirs
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mixsup"
 CONFIGS = BUNDLE / "configs"
@@ -45,15 +45,7 @@ def workspace(tmp_path_factory):
 
 
 def overrides(root: Path, datalist: Path, **extra) -> dict:
-    return {
-        "bundle_root": str(BUNDLE),
-        "datalist": str(datalist),
-        "ckpt_dir": str(root / "models"),
-        "output_dir": str(root / "eval"),
-        "mlflow_dir": str(root / "mlruns"),
-        **TINY,
-        **extra,
-    }
+    return {**run_dirs(BUNDLE, root, datalist=datalist), **TINY, **extra}
 
 
 def run_workflow(config_files, workflow_type: str, **kwargs):
