@@ -39,6 +39,7 @@ ABLATION = {
         {"formulation": "intra_inter", "variance": "mean_of_independent", "loss#eps": 1e-8},
     ),
     "intra+inter, α = 0.8": ([], {"formulation": "intra_inter", "alpha": 0.8}),
+    "intra+inter, groups of 12 blocks (paper: 10–15)": ([], {"formulation": "intra_inter", "group_size": 12}),
     "intra+inter, no block context (loss on the whole input)": ([], {"formulation": "intra_inter", "block_context": 0}),
     "intra, σ² of Eq. 14 (1/|X|²)": ([], {"formulation": "intra", "variance": "mean_of_independent", "loss#eps": 1e-8}),
 }
