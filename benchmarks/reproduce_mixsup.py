@@ -175,27 +175,38 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_missing(methods, seeds, run, results_file: Path, key: str) -> tuple[list[dict], list[dict]]:
+def run_missing(methods, seeds, run, results_file: Path, key: str, upgrade=None) -> list[dict]:
     """Run ``run(method, seed)`` for every pair not yet in ``results_file`` with config ``key``, saving after each.
 
+    Args:
+        upgrade: optional ``(field, fn)``: records of ``key`` written by an older version of a script (without
+            ``field``) are replaced by ``fn(record)`` and saved, so that old runs are not retrained.
+
     Returns:
-        ``(previous, results)``: every record of the file (all configs) and those of ``key``.
+        the records of config ``key`` (runs of another datalist / overrides do not count).
     """
     previous: list[dict] = json.loads(results_file.read_text()) if results_file.is_file() else []
-    results = [r for r in previous if r.get("config") == key]  # runs of another datalist / overrides do not count
-    done = {(r["method"], r["seed"]) for r in results}
+    done = {(r["method"], r["seed"]) for r in previous if r.get("config") == key}
+
+    def save() -> None:
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(previous, indent=2))
+
     for seed in seeds:
         for method in methods:
             if (method, seed) in done:
                 print(f"{method} seed {seed}: already in {results_file}, skipped", file=sys.stderr)
                 continue
             print(f"{method} seed {seed} ...", file=sys.stderr)
-            result = run(method, seed)
-            results.append(result)
-            previous.append(result)
-            results_file.parent.mkdir(parents=True, exist_ok=True)
-            results_file.write_text(json.dumps(previous, indent=2))
-    return previous, results
+            previous.append(run(method, seed))
+            save()
+    if upgrade is not None:
+        field, fn = upgrade
+        for i, r in enumerate(previous):
+            if r.get("config") == key and field not in r:
+                previous[i] = fn(r)
+                save()
+    return [r for r in previous if r.get("config") == key]
 
 
 def parse_args(argv: list[str] | None, doc: str, methods: list[str], default: list[str], name: str):
@@ -217,14 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(args.override)
     results_file = args.out / "results.json"
     key = _config_key(args.datalist, overrides)
-    previous, results = run_missing(
-        args.methods, args.seeds, lambda m, s: run_one(m, s, args.datalist, args.out, overrides), results_file, key
+    results = run_missing(
+        args.methods,
+        args.seeds,
+        lambda m, s: run_one(m, s, args.datalist, args.out, overrides),
+        results_file,
+        key,
+        upgrade=("auc_val", lambda r: add_validation_selection(r, args.datalist, args.out, overrides)),
     )
-    for i, r in enumerate(previous):  # results of an older version of this script: add the validation selection
-        if r.get("config") == key and "auc_val" not in r:
-            previous[i] = add_validation_selection(r, args.datalist, args.out, overrides)
-            results = [previous[i] if x is r else x for x in results]
-            results_file.write_text(json.dumps(previous, indent=2))
     wanted = [r for r in results if r["method"] in args.methods and r["seed"] in args.seeds]
     text = table(wanted)
     (args.out / "results.md").write_text(text + "\n")

@@ -176,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(args.override)
     results_file = args.out / "results.json"
     key = _config_key(args.datalist, overrides)
-    previous, results = run_missing(
-        args.methods, args.seeds, lambda m, s: run_one(m, s, args.datalist, args.out, overrides), results_file, key
+    results = run_missing(
+        args.methods,
+        args.seeds,
+        lambda m, s: run_one(m, s, args.datalist, args.out, overrides),
+        results_file,
+        key,
+        upgrade=("miou_last", lambda r: add_selections(r, args.datalist, args.out, overrides)),
     )
-    for i, r in enumerate(previous):  # results of an older version of this script: add the other selections
-        if r.get("config") == key and "miou_last" not in r:
-            previous[i] = add_selections(r, args.datalist, args.out, overrides)
-            results = [previous[i] if x is r else x for x in results]
-            results_file.write_text(json.dumps(previous, indent=2))
     text = table(results)  # every method and seed of this datalist + overrides run so far
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(text + "\n")
