@@ -82,8 +82,9 @@ def block_labels_upsampled(datalist: Path, block_input_size: int = 64) -> dict:
     import numpy as np
     import torch
 
-    from mixsup_monai.data import LabelStatsTable, block_label_map, load_datalist, slide_items, slides_of
+    from mixsup_monai.data import load_datalist, slide_items, slides_of
     from mixsup_monai.handlers import SegmentationMetricHandler
+    from mixsup_monai.methods.lsr import LabelStatsTable, block_label_map
     from mixsup_monai.transforms import LoadSlided
 
     data = load_datalist(datalist, task="lsr")

@@ -23,7 +23,7 @@ def demo_data(task: str, out: str, seed: int = 0, slides: int | None = None) -> 
         seed: random seed; the same seed gives the same cohort.
         slides: number of slides (default: the task's default size).
     """
-    from mixsup_monai.demo import make_demo_cohort
+    from mixsup_monai.demo.cohorts import make_demo_cohort
 
     print(make_demo_cohort(task, out, seed=seed, n_slides=slides))
 
@@ -54,7 +54,7 @@ def slide_info(slide: str, mpp: float | None = None) -> None:
         slide: slide file.
         mpp: level-0 microns per pixel to use instead of the file's tags.
     """
-    from mixsup_monai.wsi import open_slide
+    from mixsup_monai.wsi.reader import open_slide
 
     with open_slide(slide, mpp=mpp) as wsi:
         _print_json(wsi.info.to_dict())
@@ -84,7 +84,9 @@ def tissue(
         slide_mpp: level-0 MPP override for slides whose tags are missing or wrong.
         tissue_mask: a user-supplied tissue mask image instead of the automatic detection.
     """
-    from mixsup_monai.wsi import build_patch_grid, detect_tissue, open_slide, save_tissue_overlay
+    from mixsup_monai.wsi.grid import build_patch_grid
+    from mixsup_monai.wsi.reader import open_slide
+    from mixsup_monai.wsi.tissue import detect_tissue, save_tissue_overlay
 
     with open_slide(slide, mpp=slide_mpp) as wsi:
         mask = detect_tissue(wsi, user_mask=tissue_mask)
@@ -138,12 +140,9 @@ def lsr_stats(
         seed: which blocks are drawn.
         csv: CSV of visual estimates instead of masks.
     """
-    from mixsup_monai.data import (
-        estimate_label_stats,
-        estimate_label_stats_from_csv,
-        load_datalist,
-        mask_estimation_samples,
-    )
+    from mixsup_monai.data.datalist import load_datalist
+    from mixsup_monai.methods.lsr.blocks import mask_estimation_samples
+    from mixsup_monai.methods.lsr.label_stats import estimate_label_stats, estimate_label_stats_from_csv
 
     data = load_datalist(datalist, task="lsr")
     if csv:

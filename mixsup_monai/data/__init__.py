@@ -1,43 +1,38 @@
-"""Data: the datalist contract, block items, the p(c|z) table, samplers (same-z groups, ratio mixing)."""
+"""Data: the datalist contract, patch datasets, ratio mixing of pools, slide-level batches."""
 
 from __future__ import annotations
 
-from mixsup_monai.data.blocks import block_items, block_label_map, mask_estimation_samples
 from mixsup_monai.data.datalist import (
+    PATH_KEYS,
+    SECTIONS,
+    TASKS,
     DatalistError,
     DatalistProblem,
     check_datalist,
     load_datalist,
-    read_label_map,
-    slide_items,
     slides_of,
 )
-from mixsup_monai.data.label_stats import (
-    LabelStatsTable,
-    estimate_label_stats,
-    estimate_label_stats_from_csv,
-    z_to_row_index,
-)
 from mixsup_monai.data.mixing_sampler import EmptyPoolMode, RatioBatchSampler, apportion
-from mixsup_monai.data.samplers import GroupedBatchSampler
+from mixsup_monai.data.patch_dataset import PatchBatchSampler, WSIPatchDataset, collate_patches
+from mixsup_monai.data.slides import SlideKeys, collate_slides, prepare_slide_batch, slide_items
 
 __all__ = [
     "DatalistError",
     "DatalistProblem",
     "EmptyPoolMode",
-    "GroupedBatchSampler",
-    "LabelStatsTable",
+    "PATH_KEYS",
+    "PatchBatchSampler",
     "RatioBatchSampler",
+    "SECTIONS",
+    "SlideKeys",
+    "TASKS",
+    "WSIPatchDataset",
     "apportion",
-    "block_items",
-    "block_label_map",
     "check_datalist",
-    "estimate_label_stats",
-    "estimate_label_stats_from_csv",
+    "collate_patches",
+    "collate_slides",
     "load_datalist",
-    "mask_estimation_samples",
-    "read_label_map",
+    "prepare_slide_batch",
     "slide_items",
     "slides_of",
-    "z_to_row_index",
 ]

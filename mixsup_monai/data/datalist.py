@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from mixsup_monai.wsi.labels import IGNORE_INDEX, read_label_map
+
 __all__ = [
     "TASKS",
     "SECTIONS",
@@ -20,8 +22,6 @@ __all__ = [
     "DatalistError",
     "check_datalist",
     "load_datalist",
-    "read_label_map",
-    "slide_items",
     "slides_of",
 ]
 
@@ -33,7 +33,6 @@ SECTIONS = ("training", "validation", "test")
 PATH_KEYS = ("image", "mask", "tissue_mask", "tumour_mask", "truth_mask")
 #: top-level keys that hold file paths.
 TOP_LEVEL_PATH_KEYS = ("label_stats",)
-IGNORE_INDEX = 255
 PROPORTION_TOLERANCE = 0.02
 #: level sizes of different scanners / pyramid writers differ by rounding; a mask may be 1 px off.
 MASK_SIZE_TOLERANCE = 1
@@ -105,19 +104,6 @@ def _resolved_copy(data: Mapping, base: Path) -> dict:
                 for s in slides
             ]
     return out
-
-
-def read_label_map(path: str | Path) -> np.ndarray:
-    """Read a label-map mask (PNG / TIFF, one channel, uint8, value = class index, 255 = ignore) as ``(H, W)``."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "1"):
-            raise ValueError(
-                f"mask {str(path)!r}: expected a single-channel uint8 label map (PIL mode 'L' or 'P'), "
-                f"got mode {img.mode!r}"
-            )
-        return np.asarray(img, dtype=np.uint8)
 
 
 class _Checker:
@@ -238,7 +224,7 @@ class _Checker:
                     self._check_box(f"blocks[{j}]", box, info, add)
 
     def _slide_info(self, image: str, mpp: Any, add) -> Any:
-        from mixsup_monai.wsi import open_slide
+        from mixsup_monai.wsi.reader import open_slide
 
         try:
             with open_slide(image) as wsi:
@@ -404,32 +390,3 @@ def slides_of(datalist: Mapping, sections: str | Iterable[str]) -> list[dict]:
         if name not in SECTIONS:
             raise ValueError(f"unknown datalist section {name!r}; expected one of {list(SECTIONS)}")
     return [s for name in names for s in datalist.get(name, [])]
-
-
-#: the slide keys a slide-level dataset needs (reading, pixel truth, MPP override).
-SLIDE_ITEM_KEYS = ("image", "mask", "mask_level", "mpp", "label", "tissue_mask")
-
-
-def slide_items(
-    datalist: Mapping,
-    sections: str | Iterable[str],
-    require: str | None = None,
-    keys: Iterable[str] = SLIDE_ITEM_KEYS,
-) -> list[dict]:
-    """Dataset items of whole slides: each slide reduced to ``keys`` (extra analysis keys dropped).
-
-    Datalists may carry free-form extra keys (``centre``, nested truth, ``None`` values) that the
-    DataLoader cannot collate, so slide-level datasets take only what they read.
-
-    Args:
-        datalist: a loaded datalist.
-        sections: ``"training"``, ``"validation"``, ``"test"`` or several.
-        require: keep only slides that have this key (e.g. ``"mask"`` for evaluation).
-        keys: the keys kept when present.
-    """
-    keys = tuple(keys)
-    return [
-        {key: slide[key] for key in keys if key in slide}
-        for slide in slides_of(datalist, sections)
-        if require is None or require in slide
-    ]

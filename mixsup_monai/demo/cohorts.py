@@ -527,10 +527,10 @@ def mask_estimated_table(
     """ "Mask estimation" of the LSR table p(c|z) = N(eta, rho^2) from a few blocks per z.
 
     For each z, ``per_z`` blocks (fewer if not available) are drawn at random; their true class
-    fractions go to :func:`~mixsup_monai.data.label_stats.label_stats_from_fractions` (mean and sample
+    fractions go to :func:`~mixsup_monai.methods.lsr.label_stats_from_fractions` (mean and sample
     std per z). z values without any block are left out.
     """
-    from mixsup_monai.data.label_stats import label_stats_from_fractions
+    from mixsup_monai.methods.lsr.label_stats import label_stats_from_fractions
 
     z = np.asarray([bl["z"] for bl in blocks], int)
     f = np.asarray([bl["tumour_fraction"] for bl in blocks], float)

@@ -1,13 +1,19 @@
-"""Ignite handlers: saving slide maps, metrics over slides, per-epoch sampler state."""
+"""Ignite handlers shared by the bundles: slide maps, segmentation metrics, sampler epochs, round selection, MLflow."""
 
 from __future__ import annotations
 
 from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
 from mixsup_monai.handlers.round_heatmaps import RoundHeatmapSaver
-from mixsup_monai.handlers.round_selection import RoundEarlyStopping, RoundSelection
+from mixsup_monai.handlers.round_selection import (
+    RoundEarlyStopping,
+    RoundSelection,
+    SelectionMode,
+    flatten_record,
+    select_round,
+    write_rounds_table,
+)
 from mixsup_monai.handlers.sampler_epoch import SamplerEpochSetter
 from mixsup_monai.handlers.segmentation_metric import SegmentationMetricHandler
-from mixsup_monai.handlers.slide_classification import SlideMetricsSaver, SlideResultSaver
 from mixsup_monai.handlers.slide_map_saver import SlideMapSaver
 
 __all__ = [
@@ -17,7 +23,9 @@ __all__ = [
     "RoundSelection",
     "SamplerEpochSetter",
     "SegmentationMetricHandler",
+    "SelectionMode",
     "SlideMapSaver",
-    "SlideMetricsSaver",
-    "SlideResultSaver",
+    "flatten_record",
+    "select_round",
+    "write_rounds_table",
 ]

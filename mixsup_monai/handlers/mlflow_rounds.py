@@ -13,7 +13,7 @@ from typing import Any
 from monai.utils import min_version, optional_import
 
 from mixsup_monai.handlers.round_selection import flatten_record
-from mixsup_monai.rounds.store import is_rank0
+from mixsup_monai.utils.distributed import is_rank0
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 mlflow, _ = optional_import("mlflow", descriptor="Please install mlflow before using MLflowRoundLogger.")

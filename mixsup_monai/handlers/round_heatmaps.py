@@ -11,8 +11,8 @@ import numpy as np
 
 from mixsup_monai.rounds.predict import stitch_patch_maps
 from mixsup_monai.rounds.runner import RoundEvents
-from mixsup_monai.rounds.store import is_rank0
-from mixsup_monai.visualize import heatmap_overlay, save_png
+from mixsup_monai.utils.distributed import is_rank0
+from mixsup_monai.visualize.overlay import heatmap_overlay, save_png
 from mixsup_monai.wsi.cache import get_slide
 
 __all__ = ["RoundHeatmapSaver"]

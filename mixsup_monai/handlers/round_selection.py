@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from monai.utils import StrEnum, look_up_option, min_version, optional_import
 
-from mixsup_monai.rounds.store import is_rank0, torch_save_atomic
+from mixsup_monai.utils.distributed import is_rank0
+from mixsup_monai.utils.io import torch_save_atomic
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 

@@ -60,7 +60,7 @@ class SegmentationMetricHandler(Metric):
 
     @reinit__is_reduced
     def update(self, output) -> None:
-        from mixsup_monai.metrics import boundary_band, confusion_counts
+        from mixsup_monai.metrics.segmentation import boundary_band, confusion_counts
 
         for item in output if isinstance(output, list) else [output]:
             scores = item[self.pred_key].detach().cpu()

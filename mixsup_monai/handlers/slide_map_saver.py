@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from mixsup_monai.visualize import heatmap_overlay, label_overlay, save_png
+from mixsup_monai.visualize.overlay import heatmap_overlay, label_overlay, save_png
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 

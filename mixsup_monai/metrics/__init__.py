@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from mixsup_monai.metrics.region import (
-    RegionMetric,
-    RegionMetricName,
-    proportion_error,
-    region_counts,
-    region_metrics,
-)
+from mixsup_monai.metrics.region import RegionMetric, RegionMetricName, proportion_error, region_counts, region_metrics
 from mixsup_monai.metrics.segmentation import (
     SegmentationIoUDice,
     boundary_band,

@@ -1,28 +1,24 @@
-"""Rounds of weakly-supervised training: E-step predictor, pseudo-label rules and store, pools, round runner.
+"""Rounds of weakly-supervised training: E-step predictor, pseudo-label store, pools, resumable round runner.
 
-Where a round starts and ends: :class:`RoundRunner` (``runner.py``). Where pseudo labels are made:
-``rules.py`` (:class:`MixSupRule`, ...), stored per round by :class:`PseudoLabelStore` (``store.py``).
-"""
+Where a round starts and ends: :class:`RoundRunner` (``runner.py``). Pseudo labels are made by a method's
+rule (``mixsup_monai.methods.<method>.rules`` / ``rule``) and stored per round by :class:`PseudoLabelStore`."""
 
 from __future__ import annotations
 
 from mixsup_monai.rounds.pools import PoolBatchSampler, PoolDataset
-from mixsup_monai.rounds.predict import Activation, PatchScore, SlidePatchPredictor, SlidePrediction, stitch_patch_maps
-from mixsup_monai.rounds.rules import MixSupRule, TopKMILRule, slide_label_of, training_item
-from mixsup_monai.rounds.runner import STATE_FILE, RoundEvents, RoundRunner, round_seed
-from mixsup_monai.rounds.store import (
-    PseudoLabelPool,
-    PseudoLabelSet,
-    PseudoLabelStore,
-    is_rank0,
-    torch_save_atomic,
-    write_json_atomic,
+from mixsup_monai.rounds.predict import (
+    Activation,
+    PatchScore,
+    SlidePatchPredictor,
+    SlidePrediction,
+    stitch_patch_maps,
+    training_item,
 )
+from mixsup_monai.rounds.runner import STATE_FILE, RoundEvents, RoundRunner
+from mixsup_monai.rounds.store import PseudoLabelPool, PseudoLabelSet, PseudoLabelStore
 
 __all__ = [
-    "STATE_FILE",
     "Activation",
-    "MixSupRule",
     "PatchScore",
     "PoolBatchSampler",
     "PoolDataset",
@@ -31,14 +27,9 @@ __all__ = [
     "PseudoLabelStore",
     "RoundEvents",
     "RoundRunner",
+    "STATE_FILE",
     "SlidePatchPredictor",
     "SlidePrediction",
-    "TopKMILRule",
-    "is_rank0",
-    "round_seed",
-    "slide_label_of",
     "stitch_patch_maps",
-    "torch_save_atomic",
     "training_item",
-    "write_json_atomic",
 ]

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,11 +15,13 @@ from monai.utils import StrEnum, look_up_option, optional_import
 from torch.utils.data import DataLoader
 
 from mixsup_monai.data.patch_dataset import WSIPatchDataset
-from mixsup_monai.wsi import PatchGrid, build_patch_grid, detect_tissue, open_slide
+from mixsup_monai.wsi.grid import PatchGrid, build_patch_grid
+from mixsup_monai.wsi.reader import open_slide
+from mixsup_monai.wsi.tissue import detect_tissue
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
-__all__ = ["Activation", "PatchScore", "SlidePrediction", "SlidePatchPredictor", "stitch_patch_maps"]
+__all__ = ["Activation", "PatchScore", "SlidePrediction", "SlidePatchPredictor", "stitch_patch_maps", "training_item"]
 
 logger = logging.getLogger(__name__)
 
@@ -330,4 +333,20 @@ def stitch_patch_maps(
         if r1 <= r0 or c1 <= c0:
             continue
         out[r0:r1, c0:c1] = reduce(out[r0:r1, c0:c1], tile[: r1 - r0, : c1 - c0])
+    return out
+
+
+def training_item(pred: SlidePrediction, index: int, **extra: Any) -> dict:
+    """The M-step item of patch ``index`` of ``pred``: slide path, level-0 box (``location``, ``size``), level."""
+    it = pred.items[index]
+    size0 = int(round(it["size"][0] * pred.downsample))
+    out = {
+        "image": it["image"],
+        "location": [int(it["location"][0]), int(it["location"][1])],
+        "size": [size0, size0],
+        "level": int(it.get("level", 0)),
+    }
+    if it.get("mpp") is not None:
+        out["mpp"] = it["mpp"]
+    out.update(extra)
     return out

@@ -15,19 +15,16 @@ from monai.utils import min_version, optional_import, set_determinism
 
 from mixsup_monai.rounds.pools import PoolDataset
 from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
-from mixsup_monai.rounds.store import (
-    PseudoLabelSet,
-    PseudoLabelStore,
-    is_rank0,
-    torch_save_atomic,
-    write_json_atomic,
-)
+from mixsup_monai.rounds.store import PseudoLabelSet, PseudoLabelStore
+from mixsup_monai.utils.distributed import barrier, is_rank0
+from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
+from mixsup_monai.utils.seeds import round_seed
 
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 EventEnum, _ = optional_import("ignite.engine", "0.4.11", min_version, "EventEnum")
 
-__all__ = ["RoundEvents", "RoundRunner", "round_seed", "STATE_FILE"]
+__all__ = ["RoundEvents", "RoundRunner", "STATE_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +35,6 @@ STATE_VERSION = 1
 #: A rule turns the predictions of one pass over the slides into the pseudo labels of the next round:
 #: ``rule(predictions, round_index=r, previous=labels of round r-1 or None) -> PseudoLabelSet``.
 Rule = Callable[..., PseudoLabelSet]
-
-
-def round_seed(seed: int, round_index: int) -> int:
-    """The seed of round ``round_index`` of a run seeded ``seed`` (independent streams per round)."""
-    state = np.random.SeedSequence([int(seed), int(round_index)]).generate_state(1, dtype=np.uint32)[0]
-    return int(state) % (2**31 - 1)
 
 
 class RoundEvents(EventEnum):
@@ -73,12 +64,6 @@ def _load_state_dict_into(obj: Any, state: Any) -> None:
     if isinstance(obj, torch.nn.parallel.DistributedDataParallel):
         obj = obj.module
     obj.load_state_dict(state)
-
-
-def _barrier() -> None:
-    """Wait for every rank (rank 0 writes the store and checkpoints that the others then read)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _floats(metrics: Mapping) -> dict[str, float]:
@@ -130,9 +115,9 @@ class RoundRunner(Engine):
         predictor: the E-step :class:`~mixsup_monai.rounds.SlidePatchPredictor`.
         slides: datalist entries the E-step predicts (MixSup: image-labelled training slides).
         rule: pseudo-label rule, ``rule(predictions, round_index=, previous=) -> PseudoLabelSet``
-            (MixSup: :class:`~mixsup_monai.rounds.MixSupRule`).
+            (MixSup: :class:`~mixsup_monai.methods.mixsup.MixSupRule`).
         scorer: ``scorer(predictions, round_index=) -> {name: float}`` (MixSup:
-            :class:`~mixsup_monai.mixsup.TopKSlideClassifier`, metric ``stage2_loss``); ``None``: no score.
+            :class:`~mixsup_monai.methods.mixsup.TopKSlideClassifier`, metric ``stage2_loss``); ``None``: no score.
         ckpt_dir: folder of ``rounds.json`` and ``rounds/round_XX.pt``.
         store: the :class:`~mixsup_monai.rounds.PseudoLabelStore` or its folder (default ``ckpt_dir/pseudo_labels``).
         max_rounds: rounds after the initial round 0 (paper: 4).
@@ -249,7 +234,7 @@ class RoundRunner(Engine):
             if is_rank0():
                 self.store.delete_from(0)
             self._write_state()
-            _barrier()
+            barrier()
             return 0
         import json
 
@@ -310,7 +295,7 @@ class RoundRunner(Engine):
         record["checkpoint"] = str(self.checkpoint_path(round_index))
         self.records.append(record)
         self._write_state()
-        _barrier()
+        barrier()
 
     # ------------------------------------------------------------------ running
     def run(self) -> None:  # type: ignore[override]
@@ -391,7 +376,7 @@ class RoundRunner(Engine):
             raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
         labels.round_index = round_index
         self.store.save(labels)
-        _barrier()
+        barrier()
         return labels
 
     def _round(self, engine: Any, _: Any) -> dict:

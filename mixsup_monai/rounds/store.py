@@ -10,18 +10,16 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
+
+from mixsup_monai.utils.distributed import is_rank0
+from mixsup_monai.utils.io import write_json_atomic
 
 __all__ = [
     "PseudoLabelPool",
     "PseudoLabelSet",
     "PseudoLabelStore",
-    "write_json_atomic",
-    "torch_save_atomic",
-    "is_rank0",
 ]
 
 logger = logging.getLogger(__name__)
@@ -29,60 +27,6 @@ logger = logging.getLogger(__name__)
 STORE_VERSION = 1
 _ITEMS_FILE = "items.json"
 _ROUND_PREFIX = "round_"
-
-
-def is_rank0() -> bool:
-    """True outside distributed runs and on rank 0 (the only rank that writes files)."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-        torch.distributed.get_rank() == 0
-    )
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if torch.is_tensor(value):
-        return value.detach().cpu().tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader (or a run killed half-way) sees either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` (no partial checkpoints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

@@ -9,8 +9,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from mixsup_monai.data.datalist import read_label_map
 from mixsup_monai.wsi.cache import get_slide
+from mixsup_monai.wsi.labels import crop_label_map, read_label_map
 
 __all__ = [
     "LoadSlideRegion",
@@ -20,34 +20,7 @@ __all__ = [
     "LoadSlided",
     "LoadSlideD",
     "LoadSlideDict",
-    "crop_label_map",
 ]
-
-
-def crop_label_map(
-    label_map: np.ndarray, downsample: float, location: Sequence[int], size: Sequence[int], out_size: Sequence[int]
-) -> np.ndarray:
-    """The part of a label map under a level-0 box, resized (nearest) to ``out_size``.
-
-    Args:
-        label_map: ``(H, W)`` uint8 label map of a slide level whose downsample is ``downsample``.
-        downsample: level-0 pixels per label-map pixel.
-        location: level-0 ``(x, y)`` of the box.
-        size: level-0 ``(w, h)`` of the box.
-        out_size: ``(W, H)`` of the result.
-
-    Returns:
-        ``(H_out, W_out)`` uint8; pixels outside the label map are 255 (ignore).
-    """
-    out_w, out_h = int(out_size[0]), int(out_size[1])
-    # centres of the output pixels, mapped to label-map pixels: nearest neighbour without aliasing shifts
-    xs = ((location[0] + (np.arange(out_w) + 0.5) * size[0] / out_w) / downsample).astype(np.int64)
-    ys = ((location[1] + (np.arange(out_h) + 0.5) * size[1] / out_h) / downsample).astype(np.int64)
-    out = np.full((out_h, out_w), 255, np.uint8)
-    valid_x = (xs >= 0) & (xs < label_map.shape[1])
-    valid_y = (ys >= 0) & (ys < label_map.shape[0])
-    out[np.ix_(valid_y, valid_x)] = label_map[np.ix_(ys[valid_y], xs[valid_x])]
-    return out
 
 
 class LoadSlideRegion(Transform):

@@ -1,15 +1,23 @@
-"""Small utilities shared by the library and the bundles."""
+"""Utilities below every other package: distributed ranks, atomic writes, seeds, bundle runs, MLflow tracking."""
 
 from __future__ import annotations
 
 from mixsup_monai.utils.bundle import bundle_root_from_argv, raise_no_input, run_bundle, run_dirs
+from mixsup_monai.utils.distributed import barrier, is_rank0
+from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
+from mixsup_monai.utils.seeds import round_seed
 from mixsup_monai.utils.tracking import artifact_location, sqlite_tracking_uri
 
 __all__ = [
     "artifact_location",
+    "barrier",
     "bundle_root_from_argv",
+    "is_rank0",
     "raise_no_input",
+    "round_seed",
     "run_bundle",
     "run_dirs",
     "sqlite_tracking_uri",
+    "torch_save_atomic",
+    "write_json_atomic",
 ]

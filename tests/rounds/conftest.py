@@ -28,9 +28,15 @@ def build_runner(datalist: Path, ckpt_dir: Path, max_rounds: int, seed: int = 0,
 
     from mixsup_monai.data import load_datalist, slides_of
     from mixsup_monai.handlers.sampler_epoch import SamplerEpochSetter
-    from mixsup_monai.losses import SoftBCEWithLogitsLoss
-    from mixsup_monai.mixsup import PatchTargetd, TopKSlideClassifier, image_labelled_slides, region_patch_items
-    from mixsup_monai.rounds import MixSupRule, PoolBatchSampler, PoolDataset, RoundRunner, SlidePatchPredictor
+    from mixsup_monai.methods.mixsup import (
+        MixSupRule,
+        PatchTargetd,
+        SoftBCEWithLogitsLoss,
+        TopKSlideClassifier,
+        image_labelled_slides,
+        region_patch_items,
+    )
+    from mixsup_monai.rounds import PoolBatchSampler, PoolDataset, RoundRunner, SlidePatchPredictor
     from mixsup_monai.transforms import LoadSlideRegiond
 
     monai.utils.set_determinism(seed=seed)

@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 from ignite.engine import Engine
 
-from mixsup_monai.handlers.round_selection import (
-    RoundEarlyStopping,
-    flatten_record,
-    select_round,
-    write_rounds_table,
-)
+from mixsup_monai.handlers.round_selection import RoundEarlyStopping, flatten_record, select_round, write_rounds_table
 
 
 def _records(values: list[float], metric: str = "stage2_loss") -> list[dict]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import mixsup_monai.rounds.store as store_module
-from mixsup_monai.rounds import PseudoLabelPool, PseudoLabelSet, PseudoLabelStore, write_json_atomic
+from mixsup_monai.rounds import PseudoLabelPool, PseudoLabelSet, PseudoLabelStore
+from mixsup_monai.utils import write_json_atomic
 
 
 def _label_set(round_index: int = 1, n: int = 3, value: float = 0.5) -> PseudoLabelSet:

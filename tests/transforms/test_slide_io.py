@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from mixsup_monai.inferers import CenterCropInferer
-from mixsup_monai.transforms import LoadSlided, LoadSlideRegiond, crop_label_map
-from mixsup_monai.wsi import write_pyramidal_tiff
+from mixsup_monai.transforms import LoadSlided, LoadSlideRegiond
+from mixsup_monai.wsi import crop_label_map, write_pyramidal_tiff
 
 
 @pytest.fixture(scope="module")
