@@ -14,6 +14,7 @@ from mixsup_monai.demo.cohorts import (
     make_demo_cohort,
     mask_estimated_table,
 )
+from mixsup_monai.demo.ensure import ensure_demo_cohort
 from mixsup_monai.demo.textures import CENTRES, Stain, Tex, render_slide
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DemoTask",
     "Stain",
     "Tex",
+    "ensure_demo_cohort",
     "mask_estimated_table",
     "group_sizes",
     "lsr_z",

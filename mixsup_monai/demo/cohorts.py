@@ -8,11 +8,11 @@ import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.utils import StrEnum, look_up_option
 from scipy import ndimage as ndi
 
 from mixsup_monai.demo.textures import CENTRES, Tex, jitter_stain, render_slide, smooth_noise
@@ -54,21 +54,16 @@ LSR_Z_NOISE = 0.1
 LSR_TABLE_BLOCKS = 12
 
 
-class DemoTask(str, Enum):
-    """Tasks of :func:`make_demo_cohort` (a ``str`` enum like MONAI's ``StrEnum``)."""
+class DemoTask(StrEnum):
+    """Tasks of :func:`make_demo_cohort`."""
 
     MIXSUP = "mixsup"
     LSR = "lsr"
     NPL = "npl"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 def _task(task: str) -> str:
-    """Validate a task name with MONAI's ``look_up_option`` (imported lazily: it imports torch)."""
-    from monai.utils import look_up_option
-
+    """Validate a task name with MONAI's ``look_up_option``."""
     return look_up_option(str(task), DemoTask).value
 
 
@@ -709,6 +704,94 @@ def _existing(datalist: Path, generator: dict[str, Any]) -> bool:
     return True
 
 
+def _generator_record(task: str, seed: int, n_slides: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The datalist's ``generator`` entry: what a cohort is reused for (see :func:`_existing`)."""
+    return {
+        "module": "mixsup_monai.demo",
+        "version": DEMO_VERSION,
+        "task": task,
+        "seed": seed,
+        "n_slides": n_slides,
+        "options": options,
+    }
+
+
+def _datalist(
+    task: str, seed: int, generator: dict[str, Any], jobs: list[dict[str, Any]], slides: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The cohort's datalist: description, classes, centres and the slides of each split, in job order."""
+    data: dict[str, Any] = {
+        "name": f"mixsup-monai demo cohort: {task} (seed {seed})",
+        "description": _DESCRIPTIONS[task],
+        "task": task,
+        "classes": TASK_CLASSES[task],
+        "mpp": MPP,
+        "mask_level": MASK_LEVEL,
+        "centres": {c: CENTRES[c].description for c in sorted({s["centre"] for s in slides})},
+        "generator": generator,
+    }
+    for split in ("training", "validation", "test"):
+        data[split] = [s for s, j in zip(slides, jobs) if j["split"] == split]
+    return data
+
+
+def _clear_cohort(out: Path, task: str) -> None:
+    """Create ``out/slides`` and ``out/masks`` and remove an older cohort of ``task`` there (datalist first)."""
+    (out / "slides").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    datalist_path = out / "datalist.json"
+    if datalist_path.exists():
+        datalist_path.unlink()
+    for folder, pattern in (("slides", f"{task}_*.tiff"), ("masks", f"{task}_*.png")):
+        for stale in (out / folder).glob(pattern):
+            stale.unlink()
+
+
+def _render_slides(
+    jobs: list[dict[str, Any]], desc: str, num_workers: int | None, progress: bool
+) -> list[dict[str, Any]]:
+    """The datalist entries of ``jobs``, in job order, each slide rendered and written by :func:`_make_slide`."""
+    from tqdm.auto import tqdm
+
+    workers = min(2, os.cpu_count() or 1) if num_workers is None else int(num_workers)
+    workers = min(workers, len(jobs))
+    bar = tqdm(total=len(jobs), desc=desc, unit="slide", disable=not progress)
+    slides: list[dict[str, Any]] = []
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        # fork: no re-import of the caller's __main__ (CLI, notebooks); workers only use numpy/scipy
+        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            for s in pool.imap(_make_slide, jobs, chunksize=1):
+                slides.append(s)
+                bar.update()
+    else:
+        for j in jobs:
+            slides.append(_make_slide(j))
+            bar.update()
+    bar.close()
+    return slides
+
+
+def _add_lsr_table(data: dict[str, Any], out: Path, seed: int, options: dict[str, Any]) -> None:
+    """Write ``out/label_stats.json`` (mask estimation on training blocks) and record it and the z rule in ``data``."""
+    train_blocks = [b for s in data["training"] for b in s["blocks"]]
+    table = mask_estimated_table(
+        train_blocks,
+        np.random.default_rng([int(seed), 2**31 - 1]),
+        f"mask estimation: ~{LSR_TABLE_BLOCKS} training blocks per z, demo seed {seed}",
+        options["z_bins"],
+        LSR_TABLE_BLOCKS,
+    )
+    table.save(out / "label_stats.json")
+    data["label_stats"] = "label_stats.json"
+    data["lsr"] = {
+        "block_size": LSR_BLOCK_SIZE,
+        "min_tissue_fraction": LSR_MIN_TISSUE,
+        "z_bins": options["z_bins"],
+        "z_noise": options["z_noise"],
+        "z_rule": "z = clip(floor((tumour_fraction + N(0, z_noise)) * z_bins), 0, z_bins - 1)",
+    }
+
+
 def make_demo_cohort(
     task: str,
     out_dir: str | os.PathLike,
@@ -763,83 +846,26 @@ def make_demo_cohort(
     Raises:
         ValueError: unknown task, ``n_slides`` below the task's minimum, or invalid LSR options.
     """
-    from tqdm.auto import tqdm
-
     task = _task(task)
     if int(z_bins) < 2 or float(z_noise) < 0:
         raise ValueError(f"make_demo_cohort: z_bins must be >= 2 and z_noise >= 0, got {z_bins}, {z_noise}.")
     out = Path(out_dir)
     jobs = _plan(task, int(seed), n_slides)
     options = {"z_bins": int(z_bins), "z_noise": float(z_noise)} if task == "lsr" else {}
-    generator = {
-        "module": "mixsup_monai.demo",
-        "version": DEMO_VERSION,
-        "task": task,
-        "seed": int(seed),
-        "n_slides": len(jobs),
-        "options": options,
-    }
+    generator = _generator_record(task, int(seed), len(jobs), options)
     datalist_path = out / "datalist.json"
     if _existing(datalist_path, generator):
         logger.info("demo cohort %s already exists (same generator settings), reusing it", datalist_path)
         return datalist_path
-    (out / "slides").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    if datalist_path.exists():
-        datalist_path.unlink()
-    for folder, pattern in (("slides", f"{task}_*.tiff"), ("masks", f"{task}_*.png")):
-        for stale in (out / folder).glob(pattern):
-            stale.unlink()
+    _clear_cohort(out, task)
     for j in jobs:
         j["out_dir"] = str(out)
         j["options"] = options
+    slides = _render_slides(jobs, f"demo {task}", num_workers, progress)
 
-    workers = min(2, os.cpu_count() or 1) if num_workers is None else int(num_workers)
-    workers = min(workers, len(jobs))
-    bar = tqdm(total=len(jobs), desc=f"demo {task}", unit="slide", disable=not progress)
-    slides: list[dict[str, Any]] = []
-    if workers > 1 and "fork" in mp.get_all_start_methods():
-        # fork: no re-import of the caller's __main__ (CLI, notebooks); workers only use numpy/scipy
-        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-            for s in pool.imap(_make_slide, jobs, chunksize=1):
-                slides.append(s)
-                bar.update()
-    else:
-        for j in jobs:
-            slides.append(_make_slide(j))
-            bar.update()
-    bar.close()
-
-    data: dict[str, Any] = {
-        "name": f"mixsup-monai demo cohort: {task} (seed {seed})",
-        "description": _DESCRIPTIONS[task],
-        "task": task,
-        "classes": TASK_CLASSES[task],
-        "mpp": MPP,
-        "mask_level": MASK_LEVEL,
-        "centres": {c: CENTRES[c].description for c in sorted({s["centre"] for s in slides})},
-        "generator": generator,
-    }
-    for split in ("training", "validation", "test"):
-        data[split] = [s for s, j in zip(slides, jobs) if j["split"] == split]
+    data = _datalist(task, seed, generator, jobs, slides)
     if task == "lsr":
-        train_blocks = [b for s in data["training"] for b in s["blocks"]]
-        table = mask_estimated_table(
-            train_blocks,
-            np.random.default_rng([int(seed), 2**31 - 1]),
-            f"mask estimation: ~{LSR_TABLE_BLOCKS} training blocks per z, demo seed {seed}",
-            options["z_bins"],
-            LSR_TABLE_BLOCKS,
-        )
-        table.save(out / "label_stats.json")
-        data["label_stats"] = "label_stats.json"
-        data["lsr"] = {
-            "block_size": LSR_BLOCK_SIZE,
-            "min_tissue_fraction": LSR_MIN_TISSUE,
-            "z_bins": options["z_bins"],
-            "z_noise": options["z_noise"],
-            "z_rule": "z = clip(floor((tumour_fraction + N(0, z_noise)) * z_bins), 0, z_bins - 1)",
-        }
+        _add_lsr_table(data, out, seed, options)
     tmp = datalist_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=4) + "\n")
     os.replace(tmp, datalist_path)

@@ -1,7 +1,8 @@
-"""Ignite handlers shared by the bundles: slide maps, segmentation metrics, sampler epochs, round selection, MLflow."""
+"""Ignite handlers shared by the bundles: slide maps, sampler epochs, round selection, MLflow."""
 
 from __future__ import annotations
 
+from mixsup_monai.handlers.lazy import LazyHandler
 from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
 from mixsup_monai.handlers.round_heatmaps import RoundHeatmapSaver
 from mixsup_monai.handlers.round_selection import (
@@ -13,16 +14,15 @@ from mixsup_monai.handlers.round_selection import (
     write_rounds_table,
 )
 from mixsup_monai.handlers.sampler_epoch import SamplerEpochSetter
-from mixsup_monai.handlers.segmentation_metric import SegmentationMetricHandler
 from mixsup_monai.handlers.slide_map_saver import SlideMapSaver
 
 __all__ = [
+    "LazyHandler",
     "MLflowRoundLogger",
     "RoundEarlyStopping",
     "RoundHeatmapSaver",
     "RoundSelection",
     "SamplerEpochSetter",
-    "SegmentationMetricHandler",
     "SelectionMode",
     "SlideMapSaver",
     "flatten_record",

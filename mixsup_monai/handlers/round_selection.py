@@ -22,6 +22,7 @@ __all__ = [
     "RoundSelection",
     "RoundEarlyStopping",
     "flatten_record",
+    "is_improvement",
     "select_round",
     "write_rounds_table",
 ]
@@ -56,6 +57,27 @@ class SelectionMode(StrEnum):
     MAX = "max"
 
 
+def is_improvement(
+    value: float | None, best: float | None, mode: SelectionMode | str = SelectionMode.MIN, min_delta: float = 0.0
+) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` in the direction of ``mode``.
+
+    The one comparison of round selection, round early stopping and epoch early stopping (NPL's M-step).
+
+    Args:
+        value: the new metric value; ``None`` or not finite (NaN, inf) never improves.
+        best: the best value so far; ``None`` (nothing yet): any finite ``value`` improves.
+        mode: ``"min"`` (lower is better) or ``"max"``.
+        min_delta: smallest change that counts (ties never improve).
+    """
+    mode = look_up_option(mode, SelectionMode)
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best - min_delta if mode == SelectionMode.MIN else value > best + min_delta
+
+
 def flatten_record(record: Mapping[str, Any]) -> dict[str, float]:
     """One round record of :class:`~mixsup_monai.rounds.RoundRunner` as flat ``{column: number}``.
 
@@ -87,10 +109,7 @@ def select_round(records: Sequence[Mapping], metric: str = "stage2_loss", mode: 
     best, best_value = None, None
     for rec in records:
         value = flatten_record(rec).get(metric)
-        if value is None or not math.isfinite(value):
-            continue
-        better = best_value is None or (value < best_value if mode == SelectionMode.MIN else value > best_value)
-        if better:
+        if is_improvement(value, best_value, mode):
             best, best_value = int(rec["round"]), value
     if best is None:
         available = sorted({k for rec in records for k in flatten_record(rec)})
@@ -278,19 +297,7 @@ class RoundEarlyStopping:
         best, since = None, 0
         for rec in records:
             value = flatten_record(rec).get(self.metric)
-            improved = (
-                value is not None
-                and math.isfinite(value)
-                and (
-                    best is None
-                    or (
-                        value < best - self.min_delta
-                        if self.mode == SelectionMode.MIN
-                        else value > best + self.min_delta
-                    )
-                )
-            )
-            if improved:
+            if is_improvement(value, best, self.mode, self.min_delta):
                 best, since = value, 0
             else:
                 since += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mixsup_monai.metrics.region import RegionMetric, RegionMetricName, proportion_error, region_counts, region_metrics
 from mixsup_monai.metrics.segmentation import (
+    IoUDiceMetric,
     SegmentationIoUDice,
     boundary_band,
     component_f1,
@@ -23,6 +24,7 @@ from mixsup_monai.metrics.slide import (
 )
 
 __all__ = [
+    "IoUDiceMetric",
     "SegmentationIoUDice",
     "boundary_band",
     "component_f1",

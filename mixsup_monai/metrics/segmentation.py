@@ -13,6 +13,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
+    "IoUDiceMetric",
     "SegmentationIoUDice",
     "boundary_band",
     "component_f1",
@@ -208,13 +209,17 @@ class SegmentationIoUDice(CumulativeIterationMetric):
 
     TP, FP and FN are summed over every image before the ratio is taken (the "global" IoU, as for one big
     image made of all evaluation tiles), not averaged over per-image IoUs: tiles with little of a class do not
-    weigh as much as tiles full of it, and tiles without the class do not produce undefined values. DDP-safe
-    (counts are gathered by MONAI's ``Cumulative`` buffers).
+    weigh as much as tiles full of it, and tiles without the class do not produce undefined values (the LSR
+    paper's evaluation). Each image adds its (3, C) counts to MONAI's ``Cumulative`` buffers, which are
+    gathered over DDP ranks when the value is aggregated: ranks that evaluated different slides report the
+    score of all of them.
 
-    Call it with ``y_pred`` and ``y`` of shape (B, 1, H, W) integer label maps or (B, C, H, W) one-hot /
-    probabilities (arg-maxed over channels), or lists of channel-first tensors; ``y`` may hold
-    ``ignore_index``. With ``band_distance`` set, only pixels of :func:`boundary_band` of each ``y`` count
-    (the masked IoU / Dice of Zhao et al., Sec. 3.2.2).
+    Call it with ``y_pred`` of shape (B, C, H, W) class scores or probabilities (arg-maxed over channels; the
+    first maximal class wins ties) or (B, 1, H, W) class indices, and ``y`` of shape (B, 1, H, W) class indices
+    (or (B, C, H, W) one-hot), or with lists of channel-first tensors (an engine's decollated output). With
+    ``num_classes = 2`` a one-channel ``y_pred`` is the foreground probability (or a 0 / 1 map): foreground
+    where it is > 0.5. ``y`` may hold ``ignore_index`` (not counted). With ``band_distance`` set, only pixels
+    of :func:`boundary_band` of each ``y`` count (the masked IoU / Dice of Zhao et al., Sec. 3.2.2).
 
     Args:
         num_classes: C.
@@ -227,8 +232,12 @@ class SegmentationIoUDice(CumulativeIterationMetric):
 
         metric = SegmentationIoUDice(band_distance=64)
         for batch in loader:
-            metric(y_pred=model(batch["image"]).argmax(1, keepdim=True), y=batch["label"])
+            metric(y_pred=model(batch["image"]).softmax(1), y=batch["label"])
         masked_iou = metric.aggregate().item()
+
+    In an evaluator (decollated ``pred`` / ``label``), through MONAI's metric handler::
+
+        IgniteMetricHandler(SegmentationIoUDice(band_distance=64), output_transform=from_engine(["pred", "label"]))
     """
 
     def __init__(
@@ -240,18 +249,28 @@ class SegmentationIoUDice(CumulativeIterationMetric):
         metric: IoUDiceMetric | str = IoUDiceMetric.IOU,
     ) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if class_index is not None and not 0 <= class_index < num_classes:
             raise ValueError(f"class_index = {class_index}: expected None or an integer in [0, {num_classes})")
-        self.num_classes = int(num_classes)
+        if band_distance is not None and band_distance < 0:
+            raise ValueError(f"band_distance = {band_distance}: expected None or a band half-width >= 0 (pixels)")
+        self.num_classes = num_classes
         self.class_index = class_index
         self.band_distance = band_distance
         self.ignore_index = ignore_index
         self.metric = look_up_option(metric, IoUDiceMetric)
 
     def _labels(self, x: torch.Tensor, name: str) -> np.ndarray:
+        """(B, H, W) class indices of (B, 1 or C, H, W) ``y_pred`` or ``y``."""
         if x.ndim < 3:
             raise ValueError(f"{name} has shape {tuple(x.shape)}, expected (B, 1 or C, H, W)")
-        x = x.argmax(dim=1) if x.shape[1] > 1 else x[:, 0]
+        if x.shape[1] > 1:
+            x = x.argmax(dim=1)
+        elif name == "y_pred" and self.num_classes == 2:
+            x = x[:, 0] > 0.5  # foreground probability; a 0 / 1 label map passes unchanged
+        else:
+            x = x[:, 0]
         return _to_numpy(x)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
@@ -266,9 +285,9 @@ class SegmentationIoUDice(CumulativeIterationMetric):
         return torch.as_tensor(np.stack(out), dtype=torch.int64)
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tp, fp, fn), each (C,), summed over everything accumulated since the last :meth:`reset`."""
+        """(tp, fp, fn), each (C,), summed over everything accumulated (on every rank) since the last reset."""
         buffer = self.get_buffer()
-        if buffer is None or (isinstance(buffer, torch.Tensor) and buffer.numel() == 0):
+        if not isinstance(buffer, torch.Tensor) or buffer.numel() == 0:
             zeros = np.zeros(self.num_classes, dtype=np.int64)
             return zeros, zeros.copy(), zeros.copy()
         total = buffer.sum(dim=0).cpu().numpy()
@@ -278,11 +297,13 @@ class SegmentationIoUDice(CumulativeIterationMetric):
         """Every value: as :func:`iou_dice` returns for the accumulated counts."""
         return _result(*self.counts(), self.class_index)
 
-    def aggregate(self, metric: IoUDiceMetric | str | None = None) -> torch.Tensor:
-        """The global IoU (or Dice) of ``class_index`` as a 0-dim tensor (per class (C,) when it is None)."""
-        key = look_up_option(metric, IoUDiceMetric).value if metric is not None else self.metric.value
-        value = self.results()[key]
-        return torch.as_tensor(value, dtype=torch.float64)
+    def aggregate(self, metric: IoUDiceMetric | str | None = None) -> torch.Tensor:  # type: ignore[override]
+        """The global IoU (or Dice) of ``class_index`` as a 0-dim float64 tensor ((C,) when it is None).
+
+        NaN when the class is absent from both predictions and targets of every counted pixel.
+        """
+        key = self.metric if metric is None else look_up_option(metric, IoUDiceMetric)
+        return torch.as_tensor(self.results()[key.value], dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------- component F1 (cell task)

@@ -1,7 +1,8 @@
 """Rounds of weakly-supervised training: E-step predictor, pseudo-label store, pools, resumable round runner.
 
-Where a round starts and ends: :class:`RoundRunner` (``runner.py``). Pseudo labels are made by a method's
-rule (``mixsup_monai.methods.<method>.rules`` / ``rule``) and stored per round by :class:`PseudoLabelStore`."""
+Where a round starts and ends: :class:`RoundRunner` (``runner.py``); what a resume reads back:
+:class:`RoundCheckpoints` (``state.py``). Pseudo labels are made by a method's rule
+(``mixsup_monai.methods.<method>.rules`` / ``rule``) and stored per round by :class:`PseudoLabelStore`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from mixsup_monai.rounds.predict import (
     stitch_patch_maps,
     training_item,
 )
-from mixsup_monai.rounds.runner import STATE_FILE, RoundEvents, RoundRunner
+from mixsup_monai.rounds.runner import RoundEvents, RoundRunner
+from mixsup_monai.rounds.state import STATE_FILE, RoundCheckpoints
 from mixsup_monai.rounds.store import PseudoLabelPool, PseudoLabelSet, PseudoLabelStore
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "PseudoLabelPool",
     "PseudoLabelSet",
     "PseudoLabelStore",
+    "RoundCheckpoints",
     "RoundEvents",
     "RoundRunner",
     "STATE_FILE",

@@ -15,9 +15,9 @@ from monai.utils import min_version, optional_import, set_determinism
 
 from mixsup_monai.rounds.pools import PoolDataset
 from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
+from mixsup_monai.rounds.state import STATE_FILE, RoundCheckpoints
 from mixsup_monai.rounds.store import PseudoLabelSet, PseudoLabelStore
 from mixsup_monai.utils.distributed import barrier, is_rank0
-from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
 from mixsup_monai.utils.seeds import round_seed
 
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
@@ -27,10 +27,6 @@ EventEnum, _ = optional_import("ignite.engine", "0.4.11", min_version, "EventEnu
 __all__ = ["RoundEvents", "RoundRunner", "STATE_FILE"]
 
 logger = logging.getLogger(__name__)
-
-#: name of the state file in ``ckpt_dir`` listing the completed rounds.
-STATE_FILE = "rounds.json"
-STATE_VERSION = 1
 
 #: A rule turns the predictions of one pass over the slides into the pseudo labels of the next round:
 #: ``rule(predictions, round_index=r, previous=labels of round r-1 or None) -> PseudoLabelSet``.
@@ -52,18 +48,6 @@ class RoundEvents(EventEnum):
     SLIDE_PREDICTED = "slide_predicted"
     PSEUDO_LABELS_MADE = "pseudo_labels_made"
     ROUND_SCORED = "round_scored"
-
-
-def _state_dict_of(obj: Any) -> Any:
-    if isinstance(obj, torch.nn.parallel.DistributedDataParallel):
-        obj = obj.module
-    return obj.state_dict()
-
-
-def _load_state_dict_into(obj: Any, state: Any) -> None:
-    if isinstance(obj, torch.nn.parallel.DistributedDataParallel):
-        obj = obj.module
-    obj.load_state_dict(state)
 
 
 def _floats(metrics: Mapping) -> dict[str, float]:
@@ -95,23 +79,28 @@ class RoundRunner(Engine):
     same patches with the same model, so it runs once, at the end of round ``r``; the last round skips the
     rule.
 
+    The pools are the trainer's dataset (a :class:`~mixsup_monai.rounds.PoolDataset`) and the predictor runs
+    the trainer's network.
+
     **Resume.** Completed rounds are listed in ``ckpt_dir/rounds.json`` and each has its checkpoint
-    (every object of ``save_dict``: network, optimizer, trainer state, scorer, ...). With
-    ``resume=True`` a new run loads the last completed round's checkpoint and records and starts at the
-    next round: completed rounds are loaded, not recomputed. Every round starts by seeding
-    ``set_determinism(round_seed(seed, r))`` and the training transforms, and reads its pseudo labels back
-    from the store (also in an uninterrupted run), so a run killed in round ``r`` and resumed gives the same
-    weights and metrics as an uninterrupted run with the same seed. ``max_rounds`` may grow between runs
-    (continue a finished run for more rounds); a run whose rounds are all complete only fires ``STARTED`` /
-    ``COMPLETED`` (selection and export handlers run again; nothing is recomputed).
+    (every object of ``save_dict``: network, optimizer, trainer state, scorer, ...), kept by
+    :class:`~mixsup_monai.rounds.state.RoundCheckpoints` (``runner.checkpoints``). With ``resume=True`` a new
+    run loads the last completed round's checkpoint and records and starts at the next round: completed
+    rounds are loaded, not recomputed. Every round starts by seeding ``set_determinism(round_seed(seed, r))``
+    and the training transforms, and reads its pseudo labels back from the store (also in an uninterrupted
+    run), so a run killed in round ``r`` and resumed gives the same weights and metrics as an uninterrupted
+    run with the same seed. ``max_rounds`` may grow between runs (continue a finished run for more rounds); a
+    run whose rounds are all complete only fires ``STARTED`` / ``COMPLETED`` (selection and export handlers
+    run again; nothing is recomputed).
 
     Handlers (``attach(runner)``): :class:`~mixsup_monai.handlers.RoundSelection` (best round, table, final
     model), :class:`~mixsup_monai.handlers.MLflowRoundLogger` (per-round metrics with ``step = round``),
     :class:`~mixsup_monai.handlers.RoundHeatmapSaver` (``SLIDE_PREDICTED``). ``runner.records`` holds one
-    dict per completed round (including rounds loaded on resume).
+    dict per completed round (including the ``runner.resumed_rounds`` rounds loaded on resume).
 
     Args:
-        trainer: the M-step engine (a MONAI ``SupervisedTrainer``) whose data loader iterates ``pools``.
+        trainer: the M-step engine (a MONAI ``SupervisedTrainer``) whose data loader iterates a
+            :class:`~mixsup_monai.rounds.PoolDataset`.
         predictor: the E-step :class:`~mixsup_monai.rounds.SlidePatchPredictor`.
         slides: datalist entries the E-step predicts (MixSup: image-labelled training slides).
         rule: pseudo-label rule, ``rule(predictions, round_index=, previous=) -> PseudoLabelSet``
@@ -123,15 +112,19 @@ class RoundRunner(Engine):
         max_rounds: rounds after the initial round 0 (paper: 4).
         initial_epochs: M-step epochs of round 0 (0: no initial training, e.g. no supervised pool).
         epochs_per_round: M-step epochs of rounds ``>= 1``.
-        pools: the :class:`~mixsup_monai.rounds.PoolDataset` (default: the trainer's dataset).
-        network: the network the predictor runs (default: ``trainer.network``).
-        save_dict: objects checkpointed per round (default: ``model`` = network, ``optimizer``, ``trainer``
-            and ``classifier`` = scorer when it has ``state_dict``).
+        save_dict: objects checkpointed per round (default: ``model`` = the trainer's network, ``optimizer``,
+            ``trainer`` and ``classifier`` = scorer when it has ``state_dict``); e.g. add an LR scheduler.
         seed: run seed.
-        resume: continue from ``ckpt_dir/rounds.json`` when present (False: start again, overwriting).
-        handlers: handlers to ``attach`` to the runner.
+        resume: continue from ``ckpt_dir/rounds.json`` when present (False: start again, overwriting). A bool:
+            a config passes a command-line value through :func:`mixsup_monai.utils.as_bool`.
+        handlers: handlers to ``attach`` to the runner (``None`` items, disabled in a config, are skipped).
         config: the run's settings (e.g. the hyper-parameters logged to MLflow), stored in ``rounds.json``; a
             resume with different values (except ``max_rounds``) is refused instead of mixing two runs.
+
+    Raises:
+        ValueError: a round or epoch count is not a non-negative int (``epochs_per_round``: positive), or
+            ``slides`` is empty.
+        TypeError: ``resume`` is not a bool, or the trainer's dataset is not a ``PoolDataset``.
     """
 
     def __init__(
@@ -146,8 +139,6 @@ class RoundRunner(Engine):
         max_rounds: int = 3,
         initial_epochs: int = 2,
         epochs_per_round: int = 1,
-        pools: PoolDataset | None = None,
-        network: torch.nn.Module | None = None,
         save_dict: Mapping[str, Any] | None = None,
         seed: int = 0,
         resume: bool = True,
@@ -160,6 +151,11 @@ class RoundRunner(Engine):
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if isinstance(epochs_per_round, bool) or not isinstance(epochs_per_round, int) or epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be an int >= 1, got {epochs_per_round!r}")
+        if not isinstance(resume, bool):
+            raise TypeError(
+                f"resume must be True or False, got {resume!r}; in a config, pass a command-line value through "
+                "mixsup_monai.utils.as_bool"
+            )
         if not slides:
             raise ValueError("RoundRunner: no slides to predict (check the datalist's training slides and labels)")
         self.trainer = trainer
@@ -174,143 +170,61 @@ class RoundRunner(Engine):
         self.max_rounds = max_rounds
         self.initial_epochs = initial_epochs
         self.epochs_per_round = epochs_per_round
-        self.pools = pools if pools is not None else getattr(trainer.data_loader, "dataset", None)
+        self.pools = getattr(trainer.data_loader, "dataset", None)
         if not isinstance(self.pools, PoolDataset):
             raise TypeError(
-                "RoundRunner: the trainer's dataset must be a mixsup_monai.rounds.PoolDataset (or pass pools=), got "
+                "RoundRunner: the trainer's dataset must be a mixsup_monai.rounds.PoolDataset, got "
                 f"{type(self.pools).__name__}"
             )
-        self.network = network if network is not None else trainer.network
+        self.network = trainer.network
         if save_dict is None:
             save_dict = {"model": self.network, "optimizer": trainer.optimizer, "trainer": trainer}
             if scorer is not None and hasattr(scorer, "state_dict"):
                 save_dict["classifier"] = scorer
-        self.save_dict = dict(save_dict)
         self.seed = int(seed)
-        if isinstance(resume, str) and resume.strip().lower() in ("true", "false"):
-            resume = resume.strip().lower() == "true"  # `--resume false` on the command line arrives as a string
-        if not isinstance(resume, bool):
-            raise TypeError(f"resume must be True or False, got {resume!r}")
         self.resume = resume
-        self.config = {str(k): str(v) for k, v in (config or {}).items()}
-        self.records: list[dict] = []
+        self.checkpoints = RoundCheckpoints(
+            self.ckpt_dir, save_dict, seed=self.seed, max_rounds=max_rounds, config=config
+        )
         self.resumed_rounds = 0
         self.register_events(*RoundEvents)
         for handler in handlers:
             if handler is not None:  # a disabled config item resolves to None
                 handler.attach(self)
 
-    # ------------------------------------------------------------------ paths
     @property
-    def state_file(self) -> Path:
-        return self.ckpt_dir / STATE_FILE
-
-    def checkpoint_path(self, round_index: int) -> Path:
-        return self.ckpt_dir / "rounds" / f"round_{round_index:02d}.pt"
+    def records(self) -> list[dict]:
+        """One dict per completed round, in round order (kept by ``checkpoints``, written to ``rounds.json``)."""
+        return self.checkpoints.records
 
     @property
     def total_rounds(self) -> int:
         """Rounds including round 0."""
         return self.max_rounds + 1
 
-    # ------------------------------------------------------------------ state
-    def _write_state(self) -> None:
-        if is_rank0():
-            write_json_atomic(
-                self.state_file,
-                {
-                    "version": STATE_VERSION,
-                    "seed": self.seed,
-                    "max_rounds": self.max_rounds,
-                    "config": self.config,
-                    "rounds": self.records,
-                },
-            )
-
-    def _load_previous(self) -> int:
-        """Load completed rounds from ``rounds.json``; returns how many rounds are complete."""
-        if not self.resume or not self.state_file.is_file():
-            self.records = []
-            if is_rank0():
-                self.store.delete_from(0)
-            self._write_state()
-            barrier()
-            return 0
-        import json
-
-        with open(self.state_file) as f:
-            state = json.load(f)
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"{str(self.state_file)!r} has version {state.get('version')!r}, expected {STATE_VERSION}; "
-                "use another ckpt_dir or resume=False"
-            )
-        if int(state.get("seed", self.seed)) != self.seed:
-            raise ValueError(
-                f"{str(self.state_file)!r} was written by a run with seed {state.get('seed')}, this run has seed "
-                f"{self.seed}: a resumed run would not match either; use the same seed, another ckpt_dir or "
-                "resume=False"
-            )
-        previous = state.get("config") or {}
-        changed = sorted(
-            k for k in set(previous) & set(self.config) if k != "max_rounds" and previous[k] != self.config[k]
-        )
-        if changed:
-            diff = ", ".join(f"{k}: {previous[k]} -> {self.config[k]}" for k in changed)
-            raise ValueError(
-                f"{str(self.state_file)!r} was written with other settings ({diff}); resuming would mix two runs: "
-                "use the same settings, another ckpt_dir or resume=False"
-            )
-        records = list(state.get("rounds", []))
-        if [r.get("round") for r in records] != list(range(len(records))):
-            raise ValueError(
-                f"{str(self.state_file)!r}: rounds must be 0, 1, 2, ...; got {[r.get('round') for r in records]}"
-            )
-        completed = min(len(records), self.total_rounds)
-        self.records = records[:completed]
-        if completed:
-            path = self.checkpoint_path(completed - 1)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{str(self.state_file)!r} lists round {completed - 1} as complete but its checkpoint "
-                    f"{str(path)!r} is missing; restore it or run with resume=False"
-                )
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            missing = [k for k in self.save_dict if k not in checkpoint]
-            if missing:
-                raise KeyError(f"checkpoint {str(path)!r} lacks {missing} (it has {sorted(checkpoint)})")
-            for key, obj in self.save_dict.items():
-                _load_state_dict_into(obj, checkpoint[key])
-            logger.info(
-                "resuming after round %d (%s): %d round(s) loaded, not recomputed", completed - 1, path, completed
-            )
-        self.resumed_rounds = completed
-        return completed
-
-    def _save_round(self, round_index: int, record: dict) -> None:
-        if is_rank0():
-            torch_save_atomic(
-                {k: _state_dict_of(v) for k, v in self.save_dict.items()}, self.checkpoint_path(round_index)
-            )
-        record["checkpoint"] = str(self.checkpoint_path(round_index))
-        self.records.append(record)
-        self._write_state()
-        barrier()
-
     # ------------------------------------------------------------------ running
     def run(self) -> None:  # type: ignore[override]
         """Run (or resume) the rounds up to ``max_rounds``."""
-        completed = self._load_previous()
-        if completed >= self.total_rounds:
-            logger.info("all %d rounds are complete in %s; nothing to recompute", self.total_rounds, self.ckpt_dir)
-            self.state.epoch = self.state.iteration = self.total_rounds
-            self.state.max_epochs, self.state.epoch_length = self.total_rounds, 1
-            self._fire_event(Events.STARTED)
-            self._fire_event(Events.COMPLETED)
-            return
+        completed = self._start_or_resume()
         self.state.epoch = self.state.iteration = completed
         self.state.max_epochs, self.state.epoch_length = self.total_rounds, 1
+        if completed >= self.total_rounds:
+            logger.info("all %d rounds are complete in %s; nothing to recompute", self.total_rounds, self.ckpt_dir)
+            self.fire_event(Events.STARTED)
+            self.fire_event(Events.COMPLETED)
+            return
         super().run(data=[None], max_epochs=self.total_rounds)
+
+    def _start_or_resume(self) -> int:
+        """Load the completed rounds (``resume`` and a state file in ``ckpt_dir``) or start anew; returns how many."""
+        if self.resume and self.checkpoints.exists():
+            self.resumed_rounds = self.checkpoints.load()
+            return self.resumed_rounds
+        if is_rank0():
+            self.store.delete_from(0)  # pseudo labels of an earlier run in the same folder
+        self.checkpoints.start()
+        self.resumed_rounds = 0
+        return 0
 
     def _seed_round(self, round_index: int) -> int:
         seed = round_seed(self.seed, round_index)
@@ -355,23 +269,37 @@ class RoundRunner(Engine):
         self.state.slide_prediction = None
 
     def make_pseudo_labels(
-        self, round_index: int, previous: PseudoLabelSet | None, kept: list[SlidePrediction] | None = None
+        self,
+        round_index: int,
+        previous: PseudoLabelSet | None,
+        rule: Rule | None,
+        kept: list[SlidePrediction] | None = None,
     ) -> PseudoLabelSet | None:
         """Predict every patch of ``slides`` with the current network; with a rule, store labels of ``round_index``.
 
+        Args:
+            round_index: the round the labels are for (the network is the one of round ``round_index - 1``).
+            previous: the labels of round ``round_index - 1`` (``None`` before round 1), given to the rule.
+            rule: the pseudo-label rule, or ``None`` to predict only (the last round: its predictions are scored,
+                no round follows).
+            kept: filled with a light copy of every slide's prediction (no outputs), for the scorer.
+
         Returns:
             The stored :class:`PseudoLabelSet` (``None`` without a rule).
+
+        Raises:
+            TypeError: the rule returned something other than a ``PseudoLabelSet``.
         """
         kept = [] if kept is None else kept
         self.state.prediction_round = round_index - 1
         stream = self._observe(
             self.predictor.predict(self.slides, self.network, description=f"round {round_index - 1} predict"), kept
         )
-        if self.rule is None:
+        if rule is None:
             for _ in stream:
                 pass
             return None
-        labels = self.rule(stream, round_index=round_index, previous=previous)
+        labels = rule(stream, round_index=round_index, previous=previous)
         if not isinstance(labels, PseudoLabelSet):
             raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
         labels.round_index = round_index
@@ -391,7 +319,7 @@ class RoundRunner(Engine):
                 # e.g. resumed with a larger max_rounds: the last round of the previous run made no labels
                 logger.info("round %d: pseudo labels not in the store, predicting them with round %d's model", r, r - 1)
                 prev = self.store.load(r - 1) if self.store.exists(r - 1) else None
-                self.make_pseudo_labels(r, prev)
+                self.make_pseudo_labels(r, prev, self.rule)
                 self._seed_round(r)
             labels = self.store.load(r)
             self.pools.set_pools(labels)
@@ -406,11 +334,7 @@ class RoundRunner(Engine):
 
         kept: list[SlidePrediction] = []
         last = r == self.max_rounds
-        rule, self.rule = self.rule, (None if last else self.rule)
-        try:
-            next_labels = self.make_pseudo_labels(r + 1, labels, kept)
-        finally:
-            self.rule = rule
+        next_labels = self.make_pseudo_labels(r + 1, labels, None if last else self.rule, kept)
         self.state.next_pseudo_labels = next_labels
         if next_labels is not None:
             self.fire_event(RoundEvents.PSEUDO_LABELS_MADE)
@@ -423,6 +347,6 @@ class RoundRunner(Engine):
         record["time_s"] = round(time.time() - t0, 2)
         self.state.round_record = record
         self.fire_event(RoundEvents.ROUND_SCORED)
-        self._save_round(r, record)
+        self.checkpoints.save_round(r, record)
         logger.info("round %d done in %.1f s: %s", r, record["time_s"], record["metrics"])
         return record

@@ -1,7 +1,8 @@
-"""Utilities below every other package: distributed ranks, atomic writes, seeds, bundle runs, MLflow tracking."""
+"""Utilities below every other package: ranks, atomic writes, seeds, bundle runs, command-line bools, MLflow."""
 
 from __future__ import annotations
 
+from mixsup_monai.utils.args import as_bool
 from mixsup_monai.utils.bundle import bundle_root_from_argv, raise_no_input, run_bundle, run_dirs
 from mixsup_monai.utils.distributed import barrier, is_rank0
 from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
@@ -10,6 +11,7 @@ from mixsup_monai.utils.tracking import artifact_location, sqlite_tracking_uri
 
 __all__ = [
     "artifact_location",
+    "as_bool",
     "barrier",
     "bundle_root_from_argv",
     "is_rank0",

@@ -143,6 +143,125 @@ def _fail_or_skip(message: str, skip_empty: bool, empty: PatchGrid) -> PatchGrid
     raise ValueError(message)
 
 
+def _check_grid_args(path: str, tissue: TissueMask, patch_size, overlap, min_tissue_fraction) -> None:
+    """Raise on a patch size, overlap, tissue fraction or tissue mask that :func:`build_patch_grid` cannot use."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size <= 0:
+        raise ValueError(f"slide {path!r}: patch_size must be a positive int, got {patch_size!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < patch_size:
+        raise ValueError(f"slide {path!r}: overlap must be an int in [0, patch_size={patch_size}), got {overlap!r}")
+    if not 0.0 <= min_tissue_fraction <= 1.0:
+        raise ValueError(f"slide {path!r}: min_tissue_fraction must be in [0, 1], got {min_tissue_fraction!r}")
+    if not isinstance(tissue, TissueMask):
+        raise TypeError(
+            f"slide {path!r}: tissue must be a TissueMask (from detect_tissue), got {type(tissue).__name__}"
+        )
+
+
+def _load_cached(cache_file: Path, path: str) -> PatchGrid | None:
+    """The grid stored in ``cache_file``, or ``None`` when there is none or it cannot be read."""
+    if not cache_file.exists():
+        return None
+    try:
+        grid = PatchGrid.load(cache_file)
+        logger.debug("slide %r: patch grid loaded from %s", path, cache_file)
+        return grid
+    except Exception as e:  # a broken cache file is recomputed, not fatal
+        logger.warning("slide %r: ignoring unreadable grid cache %s (%s)", path, cache_file, e)
+        return None
+
+
+def _tissue_patches(
+    tissue: TissueMask,
+    level_size: tuple[int, int],
+    patch_size: int,
+    stride: int,
+    ds: float,
+    min_tissue_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, tissue_fraction)`` of the grid cells with enough tissue, scored on a summed-area table of the mask.
+
+    Args:
+        tissue: the slide's mask.
+        level_size: ``(width, height)`` of the level the patches are read at (at least one patch each way).
+        patch_size: patch edge in pixels of that level.
+        stride: step between patches in pixels of that level.
+        ds: level-0 pixels per pixel of that level.
+        min_tissue_fraction: minimum tissue share of a kept cell.
+
+    Returns:
+        ``(N,)`` int64 level-0 x and y of the kept cells' top-left corners (row by row) and their ``(N,)`` float32
+        tissue fractions.
+    """
+    lw, lh = level_size
+    nx, ny = (lw - patch_size) // stride + 1, (lh - patch_size) // stride + 1
+    x0 = np.round(np.arange(nx) * stride * ds).astype(np.int64)
+    side0 = patch_size * ds
+
+    mask = tissue.mask
+    mh, mw = mask.shape
+    dm = tissue.downsample
+    integral = np.zeros((mh + 1, mw + 1), np.int32)  # summed-area table of the mask, built in place
+    integral[1:, 1:] = mask
+    np.cumsum(integral, axis=0, out=integral)
+    np.cumsum(integral, axis=1, out=integral)
+    cx0 = np.clip(np.round(x0 / dm).astype(np.int64), 0, mw - 1)
+    cx1 = np.clip(np.round((x0 + side0) / dm).astype(np.int64), cx0 + 1, mw)
+
+    xs, ys, fs = [], [], []
+    chunk_rows = max(1, _CELL_CHUNK // nx)
+    for r0 in range(0, ny, chunk_rows):
+        y0 = np.round(np.arange(r0, min(ny, r0 + chunk_rows)) * stride * ds).astype(np.int64)
+        cy0 = np.clip(np.round(y0 / dm).astype(np.int64), 0, mh - 1)
+        cy1 = np.clip(np.round((y0 + side0) / dm).astype(np.int64), cy0 + 1, mh)
+        total = (
+            integral[cy1[:, None], cx1[None, :]]
+            - integral[cy0[:, None], cx1[None, :]]
+            - integral[cy1[:, None], cx0[None, :]]
+            + integral[cy0[:, None], cx0[None, :]]
+        )
+        frac = total / ((cy1 - cy0)[:, None] * (cx1 - cx0)[None, :])
+        keep = (frac >= min_tissue_fraction) & (frac > 0) if min_tissue_fraction > 0 else np.ones_like(frac, bool)
+        rows, cols = np.nonzero(keep)
+        xs.append(x0[cols])
+        ys.append(y0[rows])
+        fs.append(frac[rows, cols].astype(np.float32))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(fs)
+
+
+def _scan_slide(
+    slide: Slide, tissue: TissueMask, params: dict, min_tissue_fraction: float, skip_empty: bool
+) -> PatchGrid:
+    """The tissue patches of the grid that ``params`` describes; no patch: an error, or an empty grid if skipped."""
+    path, level, patch_size, overlap = params["slide"], params["level"], params["patch_size"], params["overlap"]
+    ds = params["downsample"]
+    empty = PatchGrid(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), level, patch_size, ds, params
+    )
+    lw, lh = slide.info.level_dimensions[level]
+    if lw < patch_size or lh < patch_size:
+        return _fail_or_skip(
+            f"slide {path!r} is {lw} x {lh} px at level {level}, smaller than one {patch_size} px patch; "
+            "choose a finer level / smaller mpp or a smaller patch_size",
+            skip_empty,
+            empty,
+        )
+    x, y, fraction = _tissue_patches(tissue, (lw, lh), patch_size, patch_size - overlap, ds, min_tissue_fraction)
+    grid = PatchGrid(
+        x=x, y=y, tissue_fraction=fraction, level=level, patch_size=patch_size, downsample=ds, params=params
+    )
+    if len(grid) == 0:
+        threshold = "user mask" if tissue.threshold is None else f"saturation threshold {tissue.threshold:.1f}"
+        return _fail_or_skip(
+            f"slide {path!r}: no tissue patch at level {level} (patch {patch_size} px, overlap {overlap}; tissue "
+            f"{tissue.fraction:.1%} of the slide, {threshold}, mask level {tissue.level}; no patch has >= "
+            f"{min_tissue_fraction:.0%} tissue); pass a tissue_mask (detect_tissue(slide, user_mask=...)) or lower "
+            "min_tissue_fraction",
+            skip_empty,
+            empty,
+        )
+    return grid
+
+
 def build_patch_grid(
     slide: Slide | str | os.PathLike,
     tissue: TissueMask,
@@ -191,16 +310,7 @@ def build_patch_grid(
                 opened, tissue, patch_size, level, mpp, overlap, min_tissue_fraction, cache_dir, skip_empty, mpp_rtol
             )
     path = slide.info.path
-    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size <= 0:
-        raise ValueError(f"slide {path!r}: patch_size must be a positive int, got {patch_size!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < patch_size:
-        raise ValueError(f"slide {path!r}: overlap must be an int in [0, patch_size={patch_size}), got {overlap!r}")
-    if not 0.0 <= min_tissue_fraction <= 1.0:
-        raise ValueError(f"slide {path!r}: min_tissue_fraction must be in [0, 1], got {min_tissue_fraction!r}")
-    if not isinstance(tissue, TissueMask):
-        raise TypeError(
-            f"slide {path!r}: tissue must be a TissueMask (from detect_tissue), got {type(tissue).__name__}"
-        )
+    _check_grid_args(path, tissue, patch_size, overlap, min_tissue_fraction)
     level = _choose_level(slide, level, mpp, mpp_rtol)
     patch_size, overlap = int(patch_size), int(overlap)
     ds = float(slide.info.level_downsamples[level])
@@ -216,85 +326,16 @@ def build_patch_grid(
         "tissue_downsample": tissue.downsample,
         "tissue_threshold": tissue.threshold,
     }
-    empty = PatchGrid(
-        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), level, patch_size, ds, params
-    )
 
     cache_file = None
     if cache_dir is not None:
         key = _cache_key(path, tissue, {k: v for k, v in params.items() if k != "slide"})
         cache_file = Path(cache_dir) / f"{Path(path).stem}-{key[:24]}.npz"
-        if cache_file.exists():
-            try:
-                grid = PatchGrid.load(cache_file)
-                logger.debug("slide %r: patch grid loaded from %s", path, cache_file)
-                return grid
-            except Exception as e:  # a broken cache file is recomputed, not fatal
-                logger.warning("slide %r: ignoring unreadable grid cache %s (%s)", path, cache_file, e)
-
-    lw, lh = slide.info.level_dimensions[level]
-    if lw < patch_size or lh < patch_size:
-        return _fail_or_skip(
-            f"slide {path!r} is {lw} x {lh} px at level {level}, smaller than one {patch_size} px patch; "
-            "choose a finer level / smaller mpp or a smaller patch_size",
-            skip_empty,
-            empty,
-        )
-    stride = patch_size - overlap
-    nx, ny = (lw - patch_size) // stride + 1, (lh - patch_size) // stride + 1
-    x0 = np.round(np.arange(nx) * stride * ds).astype(np.int64)
-    side0 = patch_size * ds
-
-    mask = tissue.mask
-    mh, mw = mask.shape
-    dm = tissue.downsample
-    integral = np.zeros((mh + 1, mw + 1), np.int32)  # summed-area table of the mask, built in place
-    integral[1:, 1:] = mask
-    np.cumsum(integral, axis=0, out=integral)
-    np.cumsum(integral, axis=1, out=integral)
-    cx0 = np.clip(np.round(x0 / dm).astype(np.int64), 0, mw - 1)
-    cx1 = np.clip(np.round((x0 + side0) / dm).astype(np.int64), cx0 + 1, mw)
-
-    xs, ys, fs = [], [], []
-    chunk_rows = max(1, _CELL_CHUNK // nx)
-    for r0 in range(0, ny, chunk_rows):
-        y0 = np.round(np.arange(r0, min(ny, r0 + chunk_rows)) * stride * ds).astype(np.int64)
-        cy0 = np.clip(np.round(y0 / dm).astype(np.int64), 0, mh - 1)
-        cy1 = np.clip(np.round((y0 + side0) / dm).astype(np.int64), cy0 + 1, mh)
-        total = (
-            integral[cy1[:, None], cx1[None, :]]
-            - integral[cy0[:, None], cx1[None, :]]
-            - integral[cy1[:, None], cx0[None, :]]
-            + integral[cy0[:, None], cx0[None, :]]
-        )
-        frac = total / ((cy1 - cy0)[:, None] * (cx1 - cx0)[None, :])
-        keep = (frac >= min_tissue_fraction) & (frac > 0) if min_tissue_fraction > 0 else np.ones_like(frac, bool)
-        rows, cols = np.nonzero(keep)
-        xs.append(x0[cols])
-        ys.append(y0[rows])
-        fs.append(frac[rows, cols].astype(np.float32))
-    del integral
-
-    grid = PatchGrid(
-        x=np.concatenate(xs),
-        y=np.concatenate(ys),
-        tissue_fraction=np.concatenate(fs),
-        level=level,
-        patch_size=patch_size,
-        downsample=ds,
-        params=params,
-    )
-    if len(grid) == 0:
-        threshold = "user mask" if tissue.threshold is None else f"saturation threshold {tissue.threshold:.1f}"
-        return _fail_or_skip(
-            f"slide {path!r}: no tissue patch at level {level} (patch {patch_size} px, overlap {overlap}; tissue "
-            f"{tissue.fraction:.1%} of the slide, {threshold}, mask level {tissue.level}; no patch has >= "
-            f"{min_tissue_fraction:.0%} tissue); pass a tissue_mask (detect_tissue(slide, user_mask=...)) or lower "
-            "min_tissue_fraction",
-            skip_empty,
-            empty,
-        )
-    if cache_file is not None:
+        cached = _load_cached(cache_file, path)
+        if cached is not None:
+            return cached
+    grid = _scan_slide(slide, tissue, params, min_tissue_fraction, skip_empty)
+    if cache_file is not None and len(grid):  # an empty grid (skip_empty) is not cached
         grid.save(cache_file)
         logger.debug("slide %r: patch grid of %d patches cached in %s", path, len(grid), cache_file)
     return grid

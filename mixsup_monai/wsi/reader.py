@@ -10,11 +10,10 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
-from monai.utils import look_up_option, optional_import
+from monai.utils import StrEnum, look_up_option, optional_import
 
 __all__ = [
     "Backend",
@@ -28,6 +27,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# cuFile, loaded with cuCIM's extension, writes ./cufile.log when it finds no GPU driver: reading a slide
+# (e.g. while a bundle config is resolved) must not write into the working directory. A user's setting wins.
+os.environ.setdefault("CUFILE_LOGFILE_PATH", os.devnull)
 
 _openslide, _has_openslide = optional_import(
     "openslide", descriptor="Please install openslide-python and openslide-bin before reading slides with OpenSlide."
@@ -90,7 +93,7 @@ class RegionsJob:
         return self.out
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     """Slide reader backends, in MONAI ``WSIReader`` naming (the tifffile backend is deliberately absent:
     it decodes a whole level per patch, 0.9 patches/s measured)."""
 
@@ -98,7 +101,7 @@ class Backend(str, Enum):
     OPENSLIDE = "openslide"
 
 
-class MppSource(str, Enum):
+class MppSource(StrEnum):
     """Where ``SlideInfo.mpp`` came from."""
 
     USER = "user"
@@ -357,6 +360,33 @@ class Slide:
         w, h = self._check_size(size)
         return self._read(int(location[0]), int(location[1]), w, h, level)
 
+    def _regions_out(
+        self,
+        n: int,
+        size: tuple[int, int],
+        out: np.ndarray | None,
+        out_index: Sequence[int] | None,
+        channels_first: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(out, index)`` for :meth:`read_regions`: the checked (or new) output array and each region's row in it."""
+        w, h = size
+        shape = (3, h, w) if channels_first else (h, w, 3)
+        if out is None:
+            out = np.empty((n, *shape), np.uint8)
+        if out.dtype != np.uint8 or out.shape[1:] != shape:
+            raise ValueError(f"slide {self.info.path!r}: out must be uint8 (M, {shape}), got {out.dtype} {out.shape}")
+        index = np.arange(n) if out_index is None else np.asarray(out_index, dtype=np.int64)
+        if len(index) != n:
+            raise ValueError(f"slide {self.info.path!r}: out_index has {len(index)} entries for {n} locations")
+        return out, index
+
+    def _read_cucim_batch(self, locs: np.ndarray, size: tuple[int, int], level: int, num_workers: int) -> np.ndarray:
+        """``(N, h, w, 3)`` regions read by one multi-location cuCIM ``read_region`` call."""
+        # cuCIM wants a Python list here: numpy int64 arrays are refused ("Expected int64 array-like").
+        n = len(locs)
+        batches = self._wsi.read_region(locs.tolist(), size, level, num_workers=max(1, num_workers), batch_size=n)
+        return np.asarray(next(iter(batches)))[..., :3]
+
     def read_regions(
         self,
         locations: Sequence[Sequence[int]] | np.ndarray,
@@ -403,14 +433,7 @@ class Slide:
         method = look_up_option(method, ("threads", "cucim_batch"))
         locs = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
         n = len(locs)
-        shape = (3, h, w) if channels_first else (h, w, 3)
-        if out is None:
-            out = np.empty((n, *shape), np.uint8)
-        if out.dtype != np.uint8 or out.shape[1:] != shape:
-            raise ValueError(f"slide {self.info.path!r}: out must be uint8 (M, {shape}), got {out.dtype} {out.shape}")
-        index = np.arange(n) if out_index is None else np.asarray(out_index, dtype=np.int64)
-        if len(index) != n:
-            raise ValueError(f"slide {self.info.path!r}: out_index has {len(index)} entries for {n} locations")
+        out, index = self._regions_out(n, (w, h), out, out_index, channels_first)
         if n == 0:
             return RegionsJob(out, []) if background else out
         if num_workers is None:
@@ -422,9 +445,7 @@ class Slide:
             np.copyto(out[index[i]], rgb.transpose(2, 0, 1) if channels_first else rgb)
 
         if method == "cucim_batch" and self.info.backend == Backend.CUCIM and n > 1:
-            # cuCIM wants a Python list here: numpy int64 arrays are refused ("Expected int64 array-like").
-            batches = self._wsi.read_region(locs.tolist(), (w, h), level, num_workers=max(1, num_workers), batch_size=n)
-            batch = np.asarray(next(iter(batches)))[..., :3]
+            batch = self._read_cucim_batch(locs, (w, h), level, num_workers)
             for i in range(n):
                 store(i, batch[i])
             return out
@@ -567,6 +588,57 @@ def _open_with(path: str, backend: str):
     return reader, wsi
 
 
+def _user_mpp(path: str, mpp: float | None, magnification: float | None) -> float | None:
+    """The level-0 MPP given to :func:`open_slide` (``mpp``, or ``10 / magnification``), checked; else ``None``."""
+    if mpp is not None and magnification is not None:
+        raise ValueError(f"slide {path!r}: give mpp or magnification, not both (got {mpp!r} and {magnification!r})")
+    if mpp is not None:
+        return _check_mpp(mpp, f"slide {path!r}: mpp")
+    if magnification is not None:
+        return 10.0 / _check_mpp(magnification, f"slide {path!r}: magnification")
+    return None
+
+
+def _slide_mpp(path: str, backend: str, wsi, user_mpp: float | None) -> tuple[float | None, MppSource]:
+    """``(mpp, source)``: the user's MPP, else the tags' when plausible (a warning when not), else unknown."""
+    if user_mpp is not None:
+        return user_mpp, MppSource.USER
+    slide_mpp = _tag_mpp(path, backend, wsi)
+    lo, hi = MPP_PLAUSIBLE_RANGE
+    if slide_mpp is not None and not lo <= slide_mpp <= hi:
+        logger.warning(
+            "slide %r: its tags claim %.4g um/px, outside the plausible %s-%s um/px; the MPP is treated as "
+            "unknown -- pass open_slide(path, mpp=...) with the scanner's value",
+            path,
+            slide_mpp,
+            lo,
+            hi,
+        )
+        slide_mpp = None
+    return slide_mpp, (MppSource.UNKNOWN if slide_mpp is None else MppSource.TAGS)
+
+
+def _slide_info(path: str, backend: str, reader, wsi, user_mpp: float | None) -> SlideInfo:
+    """Geometry, MPP and vendor of a slide opened by ``reader`` (a MONAI ``WSIReader``) as ``wsi``."""
+    count = reader.get_level_count(wsi)
+    dims = []
+    for level in range(count):
+        h, w = reader.get_size(wsi, level)
+        dims.append((int(w), int(h)))
+    downsamples = tuple(float(reader.get_downsample_ratio(wsi, level)) for level in range(count))
+    slide_mpp, source = _slide_mpp(path, backend, wsi, user_mpp)
+    return SlideInfo(
+        path=path,
+        backend=backend,
+        level_count=int(count),
+        level_dimensions=tuple(dims),
+        level_downsamples=downsamples,
+        mpp=slide_mpp,
+        mpp_source=source.value,
+        vendor=_vendor(path, backend, wsi),
+    )
+
+
 def open_slide(
     path: str | os.PathLike,
     mpp: float | None = None,
@@ -600,13 +672,7 @@ def open_slide(
     if not p.exists():
         raise FileNotFoundError(f"slide {str(path)!r} does not exist")
     path_s = str(p.resolve())
-    if mpp is not None and magnification is not None:
-        raise ValueError(f"slide {path_s!r}: give mpp or magnification, not both (got {mpp!r} and {magnification!r})")
-    user_mpp = None
-    if mpp is not None:
-        user_mpp = _check_mpp(mpp, f"slide {path_s!r}: mpp")
-    elif magnification is not None:
-        user_mpp = 10.0 / _check_mpp(magnification, f"slide {path_s!r}: magnification")
+    user_mpp = _user_mpp(path_s, mpp, magnification)
     if isinstance(backends, str):
         backends = (backends,)
     names = [look_up_option(b, Backend).value for b in backends]
@@ -621,39 +687,7 @@ def open_slide(
             failures.append(f"{backend}: {type(e).__name__}: {e}")
             logger.debug("slide %r: %s cannot open it: %s", path_s, backend, e)
             continue
-        count = reader.get_level_count(wsi)
-        dims = []
-        for level in range(count):
-            h, w = reader.get_size(wsi, level)
-            dims.append((int(w), int(h)))
-        downsamples = tuple(float(reader.get_downsample_ratio(wsi, level)) for level in range(count))
-        if user_mpp is not None:
-            slide_mpp, source = user_mpp, MppSource.USER
-        else:
-            slide_mpp, source = _tag_mpp(path_s, backend, wsi), MppSource.TAGS
-            lo, hi = MPP_PLAUSIBLE_RANGE
-            if slide_mpp is not None and not lo <= slide_mpp <= hi:
-                logger.warning(
-                    "slide %r: its tags claim %.4g um/px, outside the plausible %s-%s um/px; the MPP is treated as "
-                    "unknown -- pass open_slide(path, mpp=...) with the scanner's value",
-                    path_s,
-                    slide_mpp,
-                    lo,
-                    hi,
-                )
-                slide_mpp = None
-            if slide_mpp is None:
-                source = MppSource.UNKNOWN
-        info = SlideInfo(
-            path=path_s,
-            backend=backend,
-            level_count=int(count),
-            level_dimensions=tuple(dims),
-            level_downsamples=downsamples,
-            mpp=slide_mpp,
-            mpp_source=source.value,
-            vendor=_vendor(path_s, backend, wsi),
-        )
+        info = _slide_info(path_s, backend, reader, wsi, user_mpp)
         if failures:
             logger.info("slide %r opened with %s after: %s", path_s, backend, "; ".join(failures))
         return Slide(reader, wsi, info)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
-from monai.utils import look_up_option
+from monai.utils import StrEnum, look_up_option
 
 from mixsup_monai.wsi.reader import Slide, open_slide
 
@@ -44,7 +43,7 @@ _FALLBACK_MIN_OBJECT_PX = 64
 _FALLBACK_MAX_HOLE_PX = 64
 
 
-class TissueMethod(str, Enum):
+class TissueMethod(StrEnum):
     """How the saturation threshold is chosen."""
 
     OTSU_SATURATION = "otsu_saturation"  # Otsu on the median-filtered saturation, clamped to OTSU_THRESHOLD_RANGE
@@ -273,6 +272,42 @@ def _user_tissue_mask(slide: Slide, user_mask) -> TissueMask:
     return TissueMask(mask=mask, level=level, downsample=float(downsample), threshold=None, params={"user_mask": name})
 
 
+def _clean_mask(
+    mask: np.ndarray,
+    path: str,
+    mask_mpp: float | None,
+    downsample: float,
+    sizes_um2: tuple[float, float],
+    sizes_px: tuple[int | None, int | None],
+) -> tuple[np.ndarray, int, int]:
+    """``(mask, min_object_size_px, max_hole_size_px)``: the mask opened, small objects and holes removed.
+
+    Sizes in mask pixels are the given ones, else the um^2 areas converted at ``mask_mpp``; without a known MPP
+    the 64 px fallbacks are used and the choice is logged.
+    """
+    from skimage import morphology
+
+    mask = morphology.opening(mask, morphology.disk(1))
+    min_object_size_px, max_hole_size_px = sizes_px
+    if min_object_size_px is None:
+        min_object_size_px = _FALLBACK_MIN_OBJECT_PX if mask_mpp is None else int(sizes_um2[0] / mask_mpp**2)
+    if max_hole_size_px is None:
+        max_hole_size_px = _FALLBACK_MAX_HOLE_PX if mask_mpp is None else int(sizes_um2[1] / mask_mpp**2)
+    if mask_mpp is None:
+        logger.info(
+            "slide %r: MPP unknown, tissue clean-up uses pixel sizes (objects < %d px, holes < %d px at 1/%.1f)",
+            path,
+            min_object_size_px,
+            max_hole_size_px,
+            downsample,
+        )
+    if min_object_size_px > 0:
+        mask = morphology.remove_small_objects(mask, max_size=min_object_size_px)
+    if max_hole_size_px > 0:
+        mask = morphology.remove_small_holes(mask, max_size=max_hole_size_px)
+    return mask, min_object_size_px, max_hole_size_px
+
+
 def detect_tissue(
     slide: Slide | str | os.PathLike,
     max_size: int = 2048,
@@ -327,33 +362,21 @@ def detect_tissue(
             )
     if user_mask is not None:
         return _user_tissue_mask(slide, user_mask)
-    from skimage import morphology
-
     method = look_up_option(method, TissueMethod)
     if max_size < 16:
         raise ValueError(f"detect_tissue: max_size must be >= 16 px, got {max_size!r}")
     rgb, level, downsample = _thumbnail(slide, max_size, max_read_pixels)
     if threshold is None:
         threshold = _otsu_threshold(rgb) if method == TissueMethod.OTSU_SATURATION else DEFAULT_SATURATION_THRESHOLD
-    mask = tissue_pixels(rgb, threshold)
-    mask = morphology.opening(mask, morphology.disk(1))
     mask_mpp = None if slide.info.mpp is None else slide.info.mpp * downsample
-    if min_object_size_px is None:
-        min_object_size_px = _FALLBACK_MIN_OBJECT_PX if mask_mpp is None else int(min_object_size_um2 / mask_mpp**2)
-    if max_hole_size_px is None:
-        max_hole_size_px = _FALLBACK_MAX_HOLE_PX if mask_mpp is None else int(max_hole_size_um2 / mask_mpp**2)
-    if mask_mpp is None:
-        logger.info(
-            "slide %r: MPP unknown, tissue clean-up uses pixel sizes (objects < %d px, holes < %d px at 1/%.1f)",
-            slide.info.path,
-            min_object_size_px,
-            max_hole_size_px,
-            downsample,
-        )
-    if min_object_size_px > 0:
-        mask = morphology.remove_small_objects(mask, max_size=min_object_size_px)
-    if max_hole_size_px > 0:
-        mask = morphology.remove_small_holes(mask, max_size=max_hole_size_px)
+    mask, min_object_size_px, max_hole_size_px = _clean_mask(
+        tissue_pixels(rgb, threshold),
+        slide.info.path,
+        mask_mpp,
+        downsample,
+        (min_object_size_um2, max_hole_size_um2),
+        (min_object_size_px, max_hole_size_px),
+    )
     params = {
         "method": method.value,
         "max_size": max_size,

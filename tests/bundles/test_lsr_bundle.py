@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from mixsup_monai.demo import make_demo_cohort
-from mixsup_monai.utils import run_bundle, run_dirs
-
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lsr"
-CONFIGS = BUNDLE / "configs"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lsr_bundle")
-    datalist = make_demo_cohort("lsr", root / "data", seed=0, n_slides=6, progress=False)
-    return root, datalist
-
-
-def overrides(root: Path, datalist: Path, **extra) -> dict:
-    return {**run_dirs(BUNDLE, root, datalist=datalist), "max_epochs": 2, "val_interval": 1, "group_size": 4, **extra}
-
-
-def run_workflow(config_files, workflow_type: str, **kwargs):
-    return run_bundle(CONFIGS.parent, config_files, workflow_type, **kwargs)
+BUNDLE = "lsr"
+TINY = {"max_epochs": 2, "val_interval": 1, "group_size": 4}
 
 
 def read_metrics(folder: Path) -> dict[str, float]:
@@ -42,9 +21,9 @@ def read_metrics(folder: Path) -> dict[str, float]:
     return values
 
 
-def test_train_evaluate_inference(workspace):
-    root, datalist = workspace
-    train = run_workflow(["train.json"], "train", **overrides(root, datalist))
+def test_train_evaluate_inference(bundle, workspace):
+    root = workspace
+    train = bundle.run(["train.json"], "train", root)
     assert train.trainer.state.epoch == 2
     assert (root / "models" / "model.pt").is_file()
     metrics = read_metrics(root / "eval")
@@ -54,11 +33,7 @@ def test_train_evaluate_inference(workspace):
     assert maps, "validation heat maps were not written"
 
     # the MLflow run holds the parameters, per-epoch loss, validation metrics and the overlay PNGs
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("lsr")
-    (run,) = client.search_runs([experiment.experiment_id])
+    client, run = bundle.mlflow_run(root, "lsr")
     assert run.data.params["formulation"] == "intra_inter"
     assert run.data.params["group_size"] == "4"
     assert "train_loss" in run.data.metrics and "val_masked_iou" in run.data.metrics
@@ -66,56 +41,33 @@ def test_train_evaluate_inference(workspace):
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(p.endswith("_heatmap.png") for p in artifacts), artifacts
 
-    run_workflow(["train.json", "evaluate.json"], "eval", **overrides(root, datalist))
+    bundle.run(["train.json", "evaluate.json"], "eval", root)
     test_metrics = read_metrics(root / "eval")
     assert 0.0 <= test_metrics["val_masked_iou"] <= 1.0
     assert sorted((root / "eval" / "test_maps").glob("*_prob.png"))
 
-    data = json.loads(Path(datalist).read_text())
-    slides = [str(Path(datalist).parent / s["image"]) for s in data["test"]]
-    run_workflow(
-        ["inference.json"],
-        "infer",
-        bundle_root=str(BUNDLE),
-        ckpt_path=str(root / "models" / "model.pt"),
-        output_dir=str(root / "inference"),
-        input_slides=slides,
-    )
+    slides = bundle.held_out_slides()
+    bundle.infer(root, slides)
     for slide in slides:
         stem = Path(slide).stem
         assert (root / "inference" / f"{stem}_prob.png").is_file()
         assert (root / "inference" / f"{stem}_overlay.png").is_file()
 
 
-def test_command_line_run_finds_its_bundle_root(workspace, tmp_path):
+def test_command_line_run_finds_its_bundle_root(bundle, tmp_path):
     """The user's command, ``python -m monai.bundle run --config_file bundles/lsr/configs/train.json``."""
-    root, datalist = workspace
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")]
-    for key, value in overrides(tmp_path, datalist, max_epochs=1).items():
-        if key != "bundle_root":
-            args += [f"--{key}", str(value)]
+    args = bundle.command(["train.json"], bundle.overrides(tmp_path, max_epochs=1))
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-def test_two_process_ddp_training_with_gloo(workspace, tmp_path):
+def test_two_process_ddp_training_with_gloo(bundle, tmp_path):
     """``multi_gpu_train.json`` under torchrun: 2 CPU processes, disjoint batches, metrics summed over ranks."""
-    root, datalist = workspace
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")]),
-    ]
     # the demo's 2 test slides: one per rank, so validation also runs distributed
-    for key, value in overrides(tmp_path, datalist, max_epochs=1, **{"validate#section": "test"}).items():
-        args += [f"--{key}", str(value)]
+    overrides = bundle.overrides(tmp_path, max_epochs=1, **{"validate#section": "test"})
+    command = bundle.command(["train.json", "multi_gpu_train.json"], overrides)
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *command[1:]]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()

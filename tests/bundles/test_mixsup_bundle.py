@@ -6,19 +6,11 @@ import json
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 
-from mixsup_monai.data import DatalistError
-from mixsup_monai.demo import make_demo_cohort
-from mixsup_monai.utils import run_bundle, run_dirs
-
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mixsup"
-CONFIGS = BUNDLE / "configs"
+BUNDLE = "mixsup"
 
 #: tiny but complete: the initial round and one pseudo-label round, every stage runs.
 TINY = {
@@ -37,24 +29,9 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixsup_bundle")
-    datalist = make_demo_cohort("mixsup", root / "data", seed=0, n_slides=8, progress=False)
-    return root, Path(datalist)
-
-
-def overrides(root: Path, datalist: Path, **extra) -> dict:
-    return {**run_dirs(BUNDLE, root, datalist=datalist), **TINY, **extra}
-
-
-def run_workflow(config_files, workflow_type: str, **kwargs):
-    return run_bundle(CONFIGS.parent, config_files, workflow_type, **kwargs)
-
-
-def test_train_evaluate_inference(workspace):
-    root, datalist = workspace
-    train = run_workflow(["train.json"], "train", **overrides(root, datalist))
+def test_train_evaluate_inference(bundle, workspace):
+    root = workspace
+    train = bundle.run(["train.json"], "train", root)
     runner = train.parser.get_parsed_content("rounds#runner")
     assert [r["round"] for r in runner.records] == [0, 1]
     exported = torch.load(root / "models" / "model.pt", weights_only=False)
@@ -65,10 +42,7 @@ def test_train_evaluate_inference(workspace):
     assert "pseudo/kept" in table and "stage2_loss" in table and table.count("**yes**") == 1
     assert (root / "eval" / "round_heatmaps" / "montage.png").is_file()
 
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("mixsup").experiment_id])
+    client, run = bundle.mlflow_run(root, "mixsup")
     assert run.info.status == "FINISHED" and run.data.params["T"] == "0.4" and run.data.params["V"] == "4.0"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "stage2_loss")) == [0, 1]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "pseudo/dropped")] == [1]
@@ -76,21 +50,16 @@ def test_train_evaluate_inference(workspace):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"heatmaps", "rounds.md", "montage.png"} <= artifacts, artifacts
 
-    run_workflow(["train.json", "evaluate.json"], "eval", **overrides(root, datalist))
+    bundle.run(["train.json", "evaluate.json"], "eval", root)
     metrics = json.loads((root / "eval" / "test" / "test_metrics.json").read_text())
     assert 0.0 <= metrics["auc"] <= 1.0 and 0.0 <= metrics["spec_at_100_sens"] <= 1.0
     assert (root / "eval" / "test" / "test_roc.png").is_file()
     assert len(list((root / "eval" / "test").glob("*_heatmap.png"))) == metrics["n_positive"] + metrics["n_negative"]
 
-    data = json.loads(datalist.read_text())
-    slides = [str(datalist.parent / s["image"]) for s in data["test"][:2]]
-    run_workflow(
-        ["inference.json"],
-        "infer",
-        bundle_root=str(BUNDLE),
-        ckpt_path=str(root / "models" / "model.pt"),
-        output_dir=str(root / "inference"),
-        input_slides=slides,
+    slides = bundle.held_out_slides(2)
+    bundle.infer(
+        root,
+        slides,
         **{k: v for k, v in TINY.items() if k in ("patch_size", "patch_level", "top_k", "network_def#features")},
         **{"stage2_network_def#channels": [4, 8], "stage2_network_def#strides": [2, 2]},
     )
@@ -102,13 +71,9 @@ def test_train_evaluate_inference(workspace):
         assert 1 <= len(result["top_k"]) <= 2 and {"x", "y", "width", "height", "level"} <= set(result["top_k"][0])
 
 
-def test_command_line_resumes_a_finished_run_without_recomputing(workspace, tmp_path):
+def test_command_line_resumes_a_finished_run_without_recomputing(bundle, tmp_path):
     """The user's command, ``python -m monai.bundle run --config_file bundles/mixsup/configs/train.json``, twice."""
-    root, datalist = workspace
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json")]
-    for key, value in overrides(tmp_path, datalist, max_rounds=0).items():
-        if key != "bundle_root":
-            args += [f"--{key}", str(value)]
+    args = bundle.command(["train.json"], bundle.overrides(tmp_path, max_rounds=0))
     first = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     checkpoint = tmp_path / "models" / "rounds" / "round_00.pt"
@@ -119,25 +84,7 @@ def test_command_line_resumes_a_finished_run_without_recomputing(workspace, tmp_
     assert checkpoint.stat().st_mtime_ns == mtime and (tmp_path / "models" / "model.pt").is_file()
 
 
-def test_bad_slide_label_is_refused_naming_file_and_key(workspace, tmp_path):
-    root, datalist = workspace
-    data = json.loads(datalist.read_text())
-    data["training"][0]["label"] = 2
-    for section in ("training", "validation", "test"):
-        for slide in data.get(section, []):
-            for key in ("image", "mask", "tissue_mask"):
-                if key in slide:
-                    slide[key] = str(datalist.parent / slide[key])
-    bad = tmp_path / "bad_datalist.json"
-    bad.write_text(json.dumps(data))
-    workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.json"), workflow_type="train", **overrides(tmp_path, bad)
-    )
-    workflow.initialize()
-    with pytest.raises(RuntimeError) as info:  # MONAI wraps the error of the config expression
-        workflow.run()
-    cause = info.value
-    while cause is not None and not isinstance(cause, DatalistError):
-        cause = cause.__cause__
-    assert cause is not None, info.value
+def test_bad_slide_label_is_refused_naming_file_and_key(bundle, tmp_path):
+    bad = bundle.edited_datalist(tmp_path / "bad_datalist.json", lambda data: data["training"][0].update(label=2))
+    cause = bundle.datalist_error(bad, tmp_path)
     assert re.search(r"bad_datalist\.json: training\[0\].*key 'label': slide label 2 out of range", str(cause))

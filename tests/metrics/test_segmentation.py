@@ -97,9 +97,34 @@ def test_accumulator_gives_global_not_mean_iou():
     assert metric.aggregate("dice").item() == pytest.approx(8 / 9)
     assert metric.results()["fn"] == 1
     metric.reset()
+    assert np.isnan(metric.aggregate().item()) and metric.results()["tp"] == 0  # nothing accumulated
     probs = torch.nn.functional.one_hot(y_pred[:, 0], 2).permute(0, 3, 1, 2).float()  # (B, C, H, W)
     metric(y_pred=probs, y=y)
     assert metric.aggregate().item() == pytest.approx(0.8)
+    assert metric.results()["tp"] == 4  # only the counts since the reset
+
+
+# two 1 x W strips with hand-counted answers (channel-first (1, 1, W) label maps)
+STRIP_TARGETS = [torch.tensor([[[1, 1, 1, 1, 0, 0, 0, 0]]]), torch.tensor([[[1, 1, 0, 0, 255, 255]]])]
+STRIP_PREDS = [torch.tensor([[[1, 1, 1, 1, 1, 1, 0, 0]]]), torch.tensor([[[0, 1, 0, 1, 1, 1]]])]
+# every pixel:  strip 1 tp 4, fp 2, fn 0; strip 2 (the 255 pixels not counted) tp 1, fp 1, fn 1
+# band of 1 px: strip 1 columns 3, 4 -> tp 1, fp 1; strip 2 columns 1, 2 (255 is no boundary) -> tp 1
+STRIP_EXPECTED = {"iou": 5 / 9, "dice": 10 / 14, "masked_iou": 2 / 3, "masked_dice": 4 / 5}
+
+
+def strip_metric(name: str) -> SegmentationIoUDice:
+    """The metric of a ``STRIP_EXPECTED`` name: ``masked_*`` counts a band of 1 px."""
+    return SegmentationIoUDice(
+        band_distance=1 if name.startswith("masked_") else None, metric=name.removeprefix("masked_")
+    )
+
+
+@pytest.mark.parametrize("name", sorted(STRIP_EXPECTED))
+def test_accumulator_of_hand_counted_strips(name):
+    metric = strip_metric(name)
+    for pred, target in zip(STRIP_PREDS, STRIP_TARGETS):  # one image per iteration: counts are summed
+        metric(y_pred=[pred], y=[target])
+    assert metric.aggregate().item() == pytest.approx(STRIP_EXPECTED[name])
 
 
 def test_accumulator_with_band():
@@ -108,6 +133,80 @@ def test_accumulator_with_band():
     metric = SegmentationIoUDice(band_distance=2, class_index=None)
     metric(y_pred=pred, y=target)
     np.testing.assert_allclose(metric.aggregate().numpy(), [0.0, 0.5])
+    # band columns 2..5: class 1 tp 2, fp 2, fn 0
+    every = metric.results()
+    assert (every["tp"][1], every["fp"][1], every["fn"][1]) == (2, 2, 0)
+    assert every["dice"][1] == pytest.approx(4 / 6)
+
+
+def test_one_channel_prediction_is_a_foreground_probability():
+    target = torch.tensor([[[[1, 1, 0, 0]]]])
+    metric = SegmentationIoUDice()
+    metric(y_pred=torch.tensor([[[[0.9, 0.4, 0.6, 0.1]]]]), y=target)  # > 0.5: tp 1, fp 1, fn 1
+    assert metric.aggregate().item() == pytest.approx(1 / 3)
+    three = SegmentationIoUDice(num_classes=3, class_index=2)
+    three(y_pred=torch.tensor([[[[2, 1, 2, 0]]]]), y=torch.tensor([[[[2, 2, 0, 0]]]]))  # class indices
+    assert three.aggregate().item() == pytest.approx(1 / 3)
+
+
+def test_accumulator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_classes"):
+        SegmentationIoUDice(num_classes=1)
+    with pytest.raises(ValueError, match="class_index"):
+        SegmentationIoUDice(class_index=2)
+    with pytest.raises(ValueError, match="band_distance"):
+        SegmentationIoUDice(band_distance=-1)
+    with pytest.raises(ValueError, match="is not a valid value"):
+        SegmentationIoUDice(metric="f1")
+    with pytest.raises(ValueError, match="ground truth"):
+        SegmentationIoUDice()(y_pred=torch.zeros(1, 1, 2, 2))
+
+
+def test_ignite_metric_handler_resets_every_epoch():
+    """The bundle's wiring: IgniteMetricHandler reads decollated pred / label from an evaluator's output."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import IgniteMetricHandler, from_engine
+
+    def process(engine, index):
+        target = STRIP_TARGETS[index]
+        if engine.state.epoch == 1:
+            pred = STRIP_PREDS[index]
+        else:  # epoch 2 is perfect: any count left over from epoch 1 would lower the scores
+            pred = torch.where(target == 255, 0, target)
+        probs = torch.nn.functional.one_hot(pred[0], 2).permute(2, 0, 1).float()  # (C, H, W) probabilities
+        return [{"pred": probs, "label": target}]  # a decollated batch of one slide
+
+    engine = Engine(process)
+    for name in STRIP_EXPECTED:
+        IgniteMetricHandler(strip_metric(name), output_transform=from_engine(["pred", "label"])).attach(engine, name)
+    seen = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(dict(e.state.metrics)))
+    engine.run([0, 1], max_epochs=2)
+    assert seen[0] == pytest.approx(STRIP_EXPECTED)
+    assert seen[1] == pytest.approx(dict.fromkeys(STRIP_EXPECTED, 1.0))
+
+
+def _gather_worker(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        values = {}
+        for name in STRIP_EXPECTED:
+            metric = strip_metric(name)
+            metric(y_pred=[STRIP_PREDS[rank]], y=[STRIP_TARGETS[rank]])  # each rank holds one strip
+            values[name] = metric.aggregate().item()
+        torch.save(values, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes import torch and MONAI
+def test_counts_are_summed_over_ranks(tmp_path):
+    """Two gloo processes, one strip each: both report the score of the two strips together."""
+    torch.multiprocessing.spawn(_gather_worker, args=(str(tmp_path / "store"), str(tmp_path / "values")), nprocs=2)
+    for rank in range(2):
+        assert torch.load(tmp_path / f"values.{rank}") == pytest.approx(STRIP_EXPECTED)
 
 
 def test_component_f1_matches_each_dot_at_most_once():

@@ -1,4 +1,5 @@
-"""Tests of the round runner: rounds flow, resume after a stop or a kill equals an uninterrupted run."""
+"""Tests of the round runner (rounds flow, resume after a stop or a kill equals an uninterrupted run) and of its
+resume state (``rounds.json`` + one checkpoint per round)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
 from mixsup_monai.handlers.round_selection import RoundSelection
+from mixsup_monai.rounds import STATE_FILE, RoundCheckpoints, RoundRunner
 
 
 def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -124,9 +126,107 @@ def test_selection_exports_the_best_round_and_mlflow_logs_each_round(runner_fact
 
 def test_resume_with_other_settings_is_refused(runner_factory, tmp_path):
     first, _, _ = runner_factory(tmp_path, max_rounds=0)
-    first.config = {"T": "0.4", "max_rounds": "0"}
+    first.checkpoints.config = {"T": "0.4", "max_rounds": "0"}
     first.run()
     again, _, _ = runner_factory(tmp_path, max_rounds=1)
-    again.config = {"T": "0.5", "max_rounds": "1"}  # more rounds is fine, another T is not
+    again.checkpoints.config = {"T": "0.5", "max_rounds": "1"}  # more rounds is fine, another T is not
     with pytest.raises(ValueError, match=r"written with other settings \(T: 0.4 -> 0.5\)"):
         again.run()
+
+
+@pytest.mark.parametrize("resume", ["false", "true", 1, None])
+def test_resume_must_be_a_bool(resume, tmp_path):
+    with pytest.raises(TypeError, match=f"resume must be True or False, got {resume!r}"):
+        RoundRunner(None, None, [], None, None, ckpt_dir=str(tmp_path), resume=resume)
+
+
+# ---------------------------------------------------------------- the resume state alone (no training)
+def _checkpoints(ckpt_dir, seed=0, max_rounds=3, config=None, net=None):
+    net = net if net is not None else torch.nn.Linear(2, 1)
+    return RoundCheckpoints(ckpt_dir, {"model": net}, seed=seed, max_rounds=max_rounds, config=config), net
+
+
+def _two_rounds(ckpt_dir) -> list[torch.nn.Module]:
+    """A run of two completed rounds in ``ckpt_dir``; returns the weights each round saved."""
+    state, net = _checkpoints(ckpt_dir, config={"T": 0.4, "max_rounds": 3})
+    state.start()
+    saved = []
+    for r in range(2):
+        torch.nn.init.constant_(net.weight, float(r + 1))
+        state.save_round(r, {"round": r, "metrics": {"loss": 1.0 / (r + 1)}})
+        saved.append(net.weight.detach().clone())
+    return saved
+
+
+def test_state_file_round_trips_and_loads_the_last_checkpoint(tmp_path):
+    saved = _two_rounds(tmp_path)
+    assert STATE_FILE == "rounds.json"
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    # the format existing runs have on disk: a resume of those must keep working
+    assert state == {
+        "version": 1,
+        "seed": 0,
+        "max_rounds": 3,
+        "config": {"T": "0.4", "max_rounds": "3"},
+        "rounds": [
+            {"round": r, "metrics": {"loss": 1.0 / (r + 1)}, "checkpoint": str(tmp_path / "rounds" / f"round_0{r}.pt")}
+            for r in range(2)
+        ],
+    }
+    again, net = _checkpoints(tmp_path, config={"T": "0.4", "max_rounds": "5"})  # more rounds is fine
+    assert again.exists() and again.load() == 2
+    assert again.records == state["rounds"]
+    assert torch.equal(net.weight, saved[1])  # the last completed round, not the first
+    capped, net = _checkpoints(tmp_path, max_rounds=0)  # a run of round 0 only loads round 0
+    assert capped.load() == 1 and [r["round"] for r in capped.records] == [0]
+    assert torch.equal(net.weight, saved[0])
+
+
+def test_start_forgets_the_completed_rounds(tmp_path):
+    _two_rounds(tmp_path)
+    fresh, _ = _checkpoints(tmp_path)
+    fresh.start()
+    assert fresh.records == [] and json.loads((tmp_path / STATE_FILE).read_text())["rounds"] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"seed": 1}, "written by a run with seed 0, this run has seed 1"),
+        ({"config": {"T": 0.5}}, r"written with other settings \(T: 0.4 -> 0.5\)"),
+    ],
+)
+def test_resume_of_another_run_is_refused(kwargs, match, tmp_path):
+    _two_rounds(tmp_path)
+    other, net = _checkpoints(tmp_path, **kwargs)
+    before = net.weight.detach().clone()
+    with pytest.raises(ValueError, match=match):
+        other.load()
+    assert torch.equal(net.weight, before) and other.records == []  # nothing was loaded
+
+
+def test_a_missing_checkpoint_is_reported(tmp_path):
+    _two_rounds(tmp_path)
+    (tmp_path / "rounds" / "round_01.pt").unlink()
+    state, _ = _checkpoints(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"lists round 1 as complete but its checkpoint .*round_01\.pt"):
+        state.load()
+
+
+def test_a_checkpoint_lacking_an_object_is_reported(tmp_path):
+    _two_rounds(tmp_path)
+    state = RoundCheckpoints(tmp_path, {"model": torch.nn.Linear(2, 1), "classifier": torch.nn.Linear(2, 1)})
+    with pytest.raises(KeyError, match=r"lacks \['classifier'\]"):
+        state.load()
+
+
+def test_rounds_out_of_order_and_other_versions_are_refused(tmp_path):
+    _two_rounds(tmp_path)
+    path = tmp_path / STATE_FILE
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, "rounds": state["rounds"][1:]}))
+    with pytest.raises(ValueError, match=r"rounds must be 0, 1, 2, ...; got \[1\]"):
+        _checkpoints(tmp_path)[0].load()
+    path.write_text(json.dumps({**state, "version": 2}))
+    with pytest.raises(ValueError, match="has version 2, expected 1"):
+        _checkpoints(tmp_path)[0].load()

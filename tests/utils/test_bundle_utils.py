@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mixsup_monai.utils import bundle_root_from_argv, raise_no_input, sqlite_tracking_uri
+from mixsup_monai.utils import artifact_location, bundle_root_from_argv, raise_no_input, sqlite_tracking_uri
 
 
 @pytest.mark.parametrize(
@@ -27,10 +27,11 @@ def test_bundle_root_from_argv(argv, expected):
     assert root == ("DEFAULT" if expected is None else str(Path(expected).resolve()))
 
 
-def test_sqlite_tracking_uri_creates_folder(tmp_path):
-    uri = sqlite_tracking_uri(tmp_path / "runs")
-    assert uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    assert (tmp_path / "runs").is_dir()
+def test_tracking_locations_write_nothing(tmp_path):
+    """Bundle configs compute them when resolved, which must not write; ``initialize`` creates the folder."""
+    assert sqlite_tracking_uri(tmp_path / "runs") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert artifact_location(tmp_path / "runs") == (tmp_path / "runs" / "artifacts").as_uri()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_raise_no_input_names_folder_and_key():

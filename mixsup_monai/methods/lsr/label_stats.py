@@ -178,33 +178,7 @@ class LabelStatsTable:
             else:
                 seen[z] = row
         for row in range(len(self.z_values)):
-            key = self._key(row)
-            for l_idx in range(self.num_classes):
-                m = float(self.mean[row, l_idx])
-                if not math.isfinite(m) or m < 0.0 or m > 1.0:
-                    hint = " (looks like a percentage: divide by 100)" if 1.0 < m <= 100.0 else ""
-                    problems.append(f"{key}.mean[{l_idx}] = {m!r}: expected a fraction in [0, 1]{hint}")
-                s = float(self.std[row, l_idx])
-                if not math.isfinite(s) or s < 0.0:
-                    problems.append(
-                        f"{key}.std[{l_idx}] = {s!r}: expected a finite standard deviation >= 0 "
-                        "(use 0.0 when every block had the same fraction)"
-                    )
-                elif s > _MAX_FRACTION_STD:
-                    problems.append(
-                        f"{key}.std[{l_idx}] = {s!r}: expected <= {_MAX_FRACTION_STD}, the largest possible "
-                        "std of a fraction (a percentage? divide by 100)"
-                    )
-            row_sum = float(np.sum(self.mean[row]))
-            if math.isfinite(row_sum) and abs(row_sum - 1.0) > sum_tolerance:
-                problems.append(
-                    f"{key}.mean = {self.mean[row].tolist()} sums to {row_sum:.4f} over classes "
-                    f"{list(self.classes)}: expected 1 ± {sum_tolerance}"
-                )
-            if self.n_blocks is not None:
-                nb = self.n_blocks[row]
-                if nb is not None and (isinstance(nb, bool) or not isinstance(nb, (int, np.integer)) or nb < 0):
-                    problems.append(f"{key}.n_blocks = {nb!r}: expected a non-negative integer")
+            problems.extend(self._row_problems(row, sum_tolerance))
         if not self.z_values:
             problems.append("stats has no rows: expected one row per low-resolution label z")
         if len(set(self.classes)) != len(self.classes) or not self.classes:
@@ -225,6 +199,38 @@ class LabelStatsTable:
         if problems:
             raise ValueError(f"{self.display_name} is invalid:\n  - " + "\n  - ".join(problems))
         return self
+
+    def _row_problems(self, row: int, sum_tolerance: float) -> list[str]:
+        """The problems of one row's values (means, stds, their sum, ``n_blocks``), as :meth:`validate` words them."""
+        problems: list[str] = []
+        key = self._key(row)
+        for l_idx in range(self.num_classes):
+            m = float(self.mean[row, l_idx])
+            if not math.isfinite(m) or m < 0.0 or m > 1.0:
+                hint = " (looks like a percentage: divide by 100)" if 1.0 < m <= 100.0 else ""
+                problems.append(f"{key}.mean[{l_idx}] = {m!r}: expected a fraction in [0, 1]{hint}")
+            s = float(self.std[row, l_idx])
+            if not math.isfinite(s) or s < 0.0:
+                problems.append(
+                    f"{key}.std[{l_idx}] = {s!r}: expected a finite standard deviation >= 0 "
+                    "(use 0.0 when every block had the same fraction)"
+                )
+            elif s > _MAX_FRACTION_STD:
+                problems.append(
+                    f"{key}.std[{l_idx}] = {s!r}: expected <= {_MAX_FRACTION_STD}, the largest possible "
+                    "std of a fraction (a percentage? divide by 100)"
+                )
+        row_sum = float(np.sum(self.mean[row]))
+        if math.isfinite(row_sum) and abs(row_sum - 1.0) > sum_tolerance:
+            problems.append(
+                f"{key}.mean = {self.mean[row].tolist()} sums to {row_sum:.4f} over classes "
+                f"{list(self.classes)}: expected 1 ± {sum_tolerance}"
+            )
+        if self.n_blocks is not None:
+            nb = self.n_blocks[row]
+            if nb is not None and (isinstance(nb, bool) or not isinstance(nb, (int, np.integer)) or nb < 0):
+                problems.append(f"{key}.n_blocks = {nb!r}: expected a non-negative integer")
+        return problems
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -449,41 +455,8 @@ def estimate_label_stats(
     return label_stats_from_fractions(fractions, classes, source, ddof)
 
 
-def estimate_label_stats_from_csv(
-    csv_path: str | os.PathLike,
-    classes: Sequence[str],
-    percent: bool | None = None,
-    row_tolerance: float = 0.02,
-    source: str | None = None,
-    ddof: int = 1,
-) -> LabelStatsTable:
-    """Estimate p(c_l | z) from visual estimates in a CSV ("visual approximation", appendix B.1, Table 6).
-
-    CSV layout: a header with a ``z`` column and one column per class name (any order; other columns such
-    as ``block`` or ``comment`` are ignored), then one row per examined block::
-
-        z,non-tumour,tumour
-        9,30,70
-        9,45,55
-
-    Values are fractions in [0, 1] or percentages in [0, 100]. With ``percent=None`` the file is read as
-    percentages when any class value exceeds 1 (so a percentage file whose values are all <= 1 must pass
-    ``percent=True``). Every row must sum to 1 (100 %) ± ``row_tolerance`` over the classes.
-
-    Args:
-        csv_path: the CSV file.
-        classes: the L class names in channel order.
-        percent: True / False to force the unit, None to detect it.
-        row_tolerance: allowed deviation of a row's sum from 1 (as a fraction).
-        source: free text stored in the table (default: "visual estimates from <file>").
-        ddof: see :func:`estimate_label_stats`.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a missing column, a non-integer z, a non-numeric / negative / out-of-range value or a row
-            not summing to 1; the message names the file, the line and the value.
-    """
-    path = str(csv_path)
+def _read_visual_csv(path: str, classes: Sequence[str]) -> list[tuple[int, int, np.ndarray]]:
+    """``[(line number, z, (L,) class values), ...]`` of a visual-estimate CSV, blank lines skipped, checked >= 0."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"visual-estimate CSV {path!r} not found")
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -524,10 +497,13 @@ def estimate_label_stats_from_csv(
             rows.append((line_no, z, np.asarray(values, dtype=np.float64)))
     if not rows:
         raise ValueError(f"visual-estimate CSV {path!r}: no data rows")
-    if percent is None:
-        percent = any(float(v.max()) > 1.0 for _, _, v in rows)
-        if percent:
-            logger.info("visual-estimate CSV %s: values > 1 found, reading all values as percentages", path)
+    return rows
+
+
+def _visual_fractions(
+    path: str, rows: list[tuple[int, int, np.ndarray]], classes: Sequence[str], percent: bool, row_tolerance: float
+) -> dict[int, list[np.ndarray]]:
+    """``{z: [(L,) class fractions, ...]}`` of the CSV rows (percentages or fractions), each checked to sum to 1."""
     scale = 100.0 if percent else 1.0
     unit = "percentage in [0, 100]" if percent else "fraction in [0, 1]"
     fractions: dict[int, list[np.ndarray]] = {}
@@ -546,5 +522,49 @@ def estimate_label_stats_from_csv(
                 "belongs to one class)"
             )
         fractions.setdefault(z, []).append(frac)
+    return fractions
+
+
+def estimate_label_stats_from_csv(
+    csv_path: str | os.PathLike,
+    classes: Sequence[str],
+    percent: bool | None = None,
+    row_tolerance: float = 0.02,
+    source: str | None = None,
+    ddof: int = 1,
+) -> LabelStatsTable:
+    """Estimate p(c_l | z) from visual estimates in a CSV ("visual approximation", appendix B.1, Table 6).
+
+    CSV layout: a header with a ``z`` column and one column per class name (any order; other columns such
+    as ``block`` or ``comment`` are ignored), then one row per examined block::
+
+        z,non-tumour,tumour
+        9,30,70
+        9,45,55
+
+    Values are fractions in [0, 1] or percentages in [0, 100]. With ``percent=None`` the file is read as
+    percentages when any class value exceeds 1 (so a percentage file whose values are all <= 1 must pass
+    ``percent=True``). Every row must sum to 1 (100 %) ± ``row_tolerance`` over the classes.
+
+    Args:
+        csv_path: the CSV file.
+        classes: the L class names in channel order.
+        percent: True / False to force the unit, None to detect it.
+        row_tolerance: allowed deviation of a row's sum from 1 (as a fraction).
+        source: free text stored in the table (default: "visual estimates from <file>").
+        ddof: see :func:`estimate_label_stats`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a missing column, a non-integer z, a non-numeric / negative / out-of-range value or a row
+            not summing to 1; the message names the file, the line and the value.
+    """
+    path = str(csv_path)
+    rows = _read_visual_csv(path, classes)
+    if percent is None:
+        percent = any(float(v.max()) > 1.0 for _, _, v in rows)
+        if percent:
+            logger.info("visual-estimate CSV %s: values > 1 found, reading all values as percentages", path)
+    fractions = _visual_fractions(path, rows, classes, percent, row_tolerance)
     src = source if source is not None else f"visual estimates from {Path(path).name}"
     return label_stats_from_fractions(fractions, classes, src, ddof)

@@ -396,6 +396,32 @@ class LabelSuperResolutionLoss(_Loss):
         """L, the number of classes the table (and the network output) has."""
         return int(self.eta.shape[1])
 
+    def _check_inputs(
+        self, input: torch.Tensor, target_z: torch.Tensor, high_res_target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, bool]:
+        """``(target_z, hr_active)``: the (B,) long low-resolution labels, and whether the high-res term applies."""
+        if input.ndim < 3:
+            raise ValueError(f"input has shape {tuple(input.shape)}, expected (B, L, H, W) or (B, L, *spatial)")
+        if input.shape[1] != self.num_classes:
+            raise ValueError(
+                f"input has {input.shape[1]} channels, expected L = {self.num_classes} "
+                f"(the classes of the label-statistics table: {list(self.label_stats.classes)})"
+            )
+        target_z = torch.as_tensor(target_z, device=input.device)
+        if target_z.ndim == 2 and target_z.shape[1] == 1:
+            target_z = target_z[:, 0]
+        if target_z.shape != input.shape[:1]:
+            raise ValueError(f"target_z has shape {tuple(target_z.shape)}, expected (B,) = ({input.shape[0]},)")
+        if target_z.dtype.is_floating_point and not bool((target_z == target_z.round()).all()):
+            raise ValueError(f"target_z = {target_z.tolist()}: expected integer low-resolution labels")
+        hr_active = self.high_res_weight > 0 and high_res_target is not None
+        if hr_active and self.reduction == LossReduction.NONE.value:
+            raise ValueError(
+                "reduction='none' returns one LSR value per block / group and cannot hold the pixel-level "
+                "high-resolution term; use reduction 'mean' or 'sum', or high_res_weight=0"
+            )
+        return target_z.to(torch.long), hr_active
+
     def forward(
         self,
         input: torch.Tensor,
@@ -419,28 +445,7 @@ class LabelSuperResolutionLoss(_Loss):
         Raises:
             ValueError: wrong shapes, L different from the table's, a z not in the table, a group mixing z.
         """
-        if input.ndim < 3:
-            raise ValueError(f"input has shape {tuple(input.shape)}, expected (B, L, H, W) or (B, L, *spatial)")
-        if input.shape[1] != self.num_classes:
-            raise ValueError(
-                f"input has {input.shape[1]} channels, expected L = {self.num_classes} "
-                f"(the classes of the label-statistics table: {list(self.label_stats.classes)})"
-            )
-        target_z = torch.as_tensor(target_z, device=input.device)
-        if target_z.ndim == 2 and target_z.shape[1] == 1:
-            target_z = target_z[:, 0]
-        if target_z.shape != input.shape[:1]:
-            raise ValueError(f"target_z has shape {tuple(target_z.shape)}, expected (B,) = ({input.shape[0]},)")
-        if target_z.dtype.is_floating_point and not bool((target_z == target_z.round()).all()):
-            raise ValueError(f"target_z = {target_z.tolist()}: expected integer low-resolution labels")
-        target_z = target_z.to(torch.long)
-        hr_active = self.high_res_weight > 0 and high_res_target is not None
-        if hr_active and self.reduction == LossReduction.NONE.value:
-            raise ValueError(
-                "reduction='none' returns one LSR value per block / group and cannot hold the pixel-level "
-                "high-resolution term; use reduction 'mean' or 'sum', or high_res_weight=0"
-            )
-
+        target_z, hr_active = self._check_inputs(input, target_z, high_res_target)
         rows = z_to_row_index(target_z, self.z_values, table_name=self.label_stats.display_name)
         probs = torch.softmax(input, dim=1) if self.softmax else input
         if probs.dtype in (torch.float16, torch.bfloat16):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,10 +96,11 @@ class TopKSlideClassifier:
 
     Per slide, the ``k`` patches with the highest maximum pixel probability of θ1 (the prediction pass's
     ``scores``) are read once; θ2 (``network``, a MONAI classifier) scores each, the slide probability is
-    their mean (:class:`TopKMeanClassifier`) and a MONAI ``SupervisedTrainer`` minimises the slide BCE with
-    positive and negative slides drawn equally in every batch (a 1 : 1
-    :class:`~mixsup_monai.data.RatioBatchSampler`). θ2 starts from the same weights every round
-    (re-initialised from ``seed``), so rounds differ only by the patches θ1 selects.
+    their mean (:class:`TopKMeanClassifier`) and a MONAI ``SupervisedTrainer`` with ``optimizer`` minimises
+    the slide BCE with positive and negative slides drawn equally in every batch (a 1 : 1
+    :class:`~mixsup_monai.data.RatioBatchSampler`). θ2 and its optimizer start from the same state every
+    round (weights re-initialised from ``seed``, optimizer back to its state when given, e.g. no Adam
+    moments), so rounds differ only by the patches θ1 selects.
 
     Returned metrics (``scorer(predictions, round_index)``):
 
@@ -113,7 +115,10 @@ class TopKSlideClassifier:
         k: patches per slide (paper: 16).
         epochs: training epochs per round (paper: 15).
         batch_size: slides per batch (half positive, half negative).
-        learning_rate: Adam learning rate.
+        optimizer: a ``torch.optim.Optimizer`` over ``network.parameters()`` (in a bundle config:
+            ``{"_target_": "torch.optim.Adam", "params": "$@rounds#stage2#network.parameters()", "lr": ...}``);
+            its state when given is restored before every round. Default: ``torch.optim.Adam`` with
+            PyTorch's defaults (``lr=1e-3``).
         device: where θ2 trains.
         seed: seed of θ2's initial weights and of the training draws (combined with the round).
         label_key: slide key of the 0/1 label.
@@ -129,7 +134,7 @@ class TopKSlideClassifier:
         k: int = 16,
         epochs: int = 15,
         batch_size: int = 4,
-        learning_rate: float = 1e-3,
+        optimizer: torch.optim.Optimizer | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
         label_key: str = "label",
@@ -143,13 +148,21 @@ class TopKSlideClassifier:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if batch_size < 2:
             raise ValueError("batch_size must be >= 2 (one positive and one negative slide per batch)")
+        if optimizer is None:
+            optimizer = torch.optim.Adam(network.parameters())
+        own = {id(p) for p in network.parameters()}
+        if not all(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+            # e.g. built on θ1's parameters: θ2 would not learn and θ1 would be changed behind the runner's back
+            raise ValueError("optimizer must be built on the stage-2 network's parameters (network.parameters())")
         self.device = torch.device(device)
         self.model = TopKMeanClassifier(network).to(self.device)
         self.network = network
         self.k = k
         self.epochs = epochs
         self.batch_size = batch_size
-        self.learning_rate = float(learning_rate)
+        self.optimizer = optimizer
+        # Every round trains from scratch: the optimizer goes back to this state (no moments, first lr).
+        self._initial_optimizer_state = copy.deepcopy(optimizer.state_dict())
         self.seed = int(seed)
         self.label_key = label_key
         self.predictor = predictor
@@ -160,14 +173,19 @@ class TopKSlideClassifier:
 
     # ------------------------------------------------------------------ state (checkpointed per round)
     def state_dict(self) -> dict:
-        """θ2's weights (the ``classifier`` entry of a round checkpoint and of the exported ``model.pt``)."""
+        """θ2's weights (the ``classifier`` entry of a round checkpoint and of the exported ``model.pt``).
+
+        The optimizer's state is not part of it: every round restarts it (:meth:`reset`), so a resumed run
+        needs only θ2's weights, and ``model.pt`` stays loadable straight into the bare network.
+        """
         return self.network.state_dict()
 
     def load_state_dict(self, state: Mapping) -> None:
         self.network.load_state_dict(state)
 
     def reset(self) -> None:
-        """Re-initialise θ2 deterministically from ``seed`` (same start every round)."""
+        """Re-initialise θ2 deterministically from ``seed`` and the optimizer to its initial state (every round)."""
+        self.optimizer.load_state_dict(self._initial_optimizer_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             for module in self.network.modules():
@@ -235,7 +253,6 @@ class TopKSlideClassifier:
             rank=0,
         )
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=0)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate)
         from ignite.metrics import Average
 
         trainer = SupervisedTrainer(
@@ -243,7 +260,7 @@ class TopKSlideClassifier:
             max_epochs=self.epochs,
             train_data_loader=loader,
             network=self.model,
-            optimizer=optimizer,
+            optimizer=self.optimizer,
             loss_function=torch.nn.BCELoss(),
             key_train_metric={"stage2_epoch_loss": Average(output_transform=lambda out: out[0]["loss"])},
             train_handlers=[SamplerEpochSetter(sampler)],
@@ -283,7 +300,10 @@ class TopKSlideClassifier:
         return out
 
     def __repr__(self) -> str:
-        return f"TopKSlideClassifier(k={self.k}, epochs={self.epochs}, batch_size={self.batch_size})"
+        return (
+            f"TopKSlideClassifier(k={self.k}, epochs={self.epochs}, batch_size={self.batch_size}, "
+            f"optimizer={type(self.optimizer).__name__})"
+        )
 
     def to(self, device: Any) -> TopKSlideClassifier:
         self.device = torch.device(device)

@@ -6,15 +6,15 @@ import copy
 import csv
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import min_version, optional_import
+from monai.utils import look_up_option, min_version, optional_import
 
+from mixsup_monai.handlers.round_selection import SelectionMode, is_improvement
 from mixsup_monai.methods.npl.data import patch_labels, slide_name
 from mixsup_monai.methods.npl.inferer import PAPER_COLOURS, SlideClassMapInferer
 from mixsup_monai.methods.npl.selection import predicted_class_ratio, sum_absolute_error
@@ -50,7 +50,8 @@ class MStepEarlyStopping:
     Args:
         evaluator: a MONAI ``SupervisedEvaluator`` over the validation patches.
         metric: key of ``evaluator.state.metrics`` (e.g. ``"val_loss"``).
-        mode: ``"min"`` or ``"max"``.
+        mode: ``"min"`` or ``"max"`` (:class:`~mixsup_monai.handlers.SelectionMode`; compared as round
+            selection does, :func:`~mixsup_monai.handlers.round_selection.is_improvement`: NaN never improves).
         patience: epochs without improvement before stopping.
         min_delta: smallest change that counts as an improvement.
         restore_best: load the best epoch's weights at the end of the M-step.
@@ -61,19 +62,17 @@ class MStepEarlyStopping:
         self,
         evaluator: Any,
         metric: str = "val_loss",
-        mode: str = "min",
+        mode: SelectionMode | str = SelectionMode.MIN,
         patience: int = 3,
         min_delta: float = 0.0,
         restore_best: bool = True,
         network: torch.nn.Module | None = None,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be an int >= 1, got {patience!r}")
         self.evaluator = evaluator
         self.metric = metric
-        self.mode = mode
+        self.mode = look_up_option(mode, SelectionMode)
         self.patience = patience
         self.min_delta = float(min_delta)
         self.restore_best = restore_best
@@ -113,10 +112,7 @@ class MStepEarlyStopping:
                 f"{sorted(self.evaluator.state.metrics)}"
             )
         value = float(value)
-        better = math.isfinite(value) and (
-            self.best is None
-            or (value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta)
-        )
+        better = is_improvement(value, self.best, self.mode, self.min_delta)
         self.history.append({"epoch": int(engine.state.epoch), self.metric: value})
         engine.state.metrics[f"epoch_{self.metric}"] = value  # per epoch; the round logger logs `metric`
         if better:

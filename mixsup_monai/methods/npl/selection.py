@@ -269,6 +269,98 @@ def _class_names(class_names: Sequence[str] | None, n: int) -> list[str]:
     return [str(c) for c in class_names]
 
 
+def _previous_negative(
+    previous_negative: NdarrayOrTensor | None, shape: tuple[int, int], slide_id: str | None
+) -> torch.Tensor:
+    """``(N, C)`` bool negative labels of earlier rounds (all False when there are none), shape-checked."""
+    if previous_negative is None:
+        return torch.zeros(shape, dtype=torch.bool)
+    prev = accumulate_negative_labels(None, previous_negative).cpu()
+    if prev.shape != shape:
+        raise ValueError(f"slide {slide_id!r}: previous_negative has shape {tuple(prev.shape)}, expected {shape}.")
+    return prev
+
+
+@dataclass
+class _Selectivity:
+    """One slide's arg-max classes, PCR, SAE, NS / PS and the label counts they give (steps of §3.2)."""
+
+    predicted: torch.Tensor  # (N,) arg-max class per patch
+    pcr: torch.Tensor  # (C,) predicted class ratio
+    sae: float
+    ns: torch.Tensor  # (C,) negative selectivity (Eq. 1)
+    ps: torch.Tensor  # (C,) positive selectivity (Eq. 5)
+    k_neg: torch.Tensor  # (C,) int64 negative labels to give, at most the patches predicted c
+    k_pos: torch.Tensor  # (C,) int64 positive labels to give, likewise
+
+
+def _selectivity(
+    p: torch.Tensor, t: torch.Tensor, mode: FractionOf, rounding: Rounding | str, generator: torch.Generator | None
+) -> _Selectivity:
+    """The selectivities of a slide with class probabilities ``p`` ``(N, C)`` and true class ratio ``t`` ``(C,)``."""
+    n, c = p.shape
+    predicted = p.argmax(dim=1)
+    n_pred = torch.bincount(predicted, minlength=c)
+    pcr = n_pred.to(torch.float64) / n
+    sae = sum_absolute_error(t, pcr)
+    ns = negative_selectivity(t, pcr, sae)
+    ps = positive_selectivity(t, pcr, sae)
+    base = torch.full((c,), float(n), dtype=torch.float64) if mode == FractionOf.SLIDE else n_pred.to(torch.float64)
+    # draw both count vectors always, so the generator advances the same way whatever the switches
+    k_neg = torch.minimum(round_counts(ns * base, rounding, generator), n_pred)
+    k_pos = torch.minimum(round_counts(ps * base, rounding, generator), n_pred)
+    return _Selectivity(predicted, pcr, sae, ns, ps, k_neg, k_pos)
+
+
+def _least_confident(p: torch.Tensor, predicted: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` bool: "not c" for the ``k[c]`` patches predicted ``c`` with the lowest ``p[:, c]`` (ties: order)."""
+    negative = torch.zeros(p.shape, dtype=torch.bool)
+    for cls in range(p.shape[1]):
+        members = torch.nonzero(predicted == cls).reshape(-1)
+        if int(k[cls]) == 0 or members.numel() == 0:
+            continue
+        order = torch.sort(p[members, cls], stable=True).indices
+        negative[members[order[: int(k[cls])]], cls] = True
+    return negative
+
+
+def _most_confident(p: torch.Tensor, predicted: torch.Tensor, k: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` int64: class ``c`` for the ``k[c]`` patches predicted ``c`` with the highest ``p[:, c]`` that are not
+    ``blocked[:, c]`` (ties: patch order), -1 elsewhere."""
+    labels = torch.full((p.shape[0],), -1, dtype=torch.int64)
+    for cls in range(p.shape[1]):
+        members = torch.nonzero((predicted == cls) & ~blocked[:, cls]).reshape(-1)
+        if int(k[cls]) == 0 or members.numel() == 0:
+            continue
+        order = torch.sort(p[members, cls], descending=True, stable=True).indices
+        labels[members[order[: int(k[cls])]]] = cls
+    return labels
+
+
+def _pseudo_labels(
+    p: torch.Tensor,
+    sel: _Selectivity,
+    previous_negative: torch.Tensor,
+    negative: bool,
+    positive: bool,
+    adaptive: bool,
+    positive_threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(positive (N,) int64, negative (N, C) bool)`` labels of this round; "not c" (now or before) never gets c."""
+    new_negative = _least_confident(p, sel.predicted, sel.k_neg) if negative else torch.zeros(p.shape, dtype=torch.bool)
+    blocked = previous_negative | new_negative
+    labels = torch.full((p.shape[0],), -1, dtype=torch.int64)
+    if positive and adaptive:
+        labels = _most_confident(p, sel.predicted, sel.k_pos, blocked)
+    elif positive:
+        fixed = fixed_threshold_pseudo_labels(p, positive_threshold)
+        has = fixed >= 0
+        conflict = torch.zeros_like(has)
+        conflict[has] = blocked[has.nonzero().reshape(-1), fixed[has]]
+        labels = torch.where(has & ~conflict, fixed, labels)
+    return labels, new_negative
+
+
 def proportion_pseudo_labels(
     probs: NdarrayOrTensor,
     tcr: NdarrayOrTensor | Sequence[float],
@@ -330,61 +422,20 @@ def proportion_pseudo_labels(
     if not 0.0 <= float(positive_threshold) <= 1.0:
         raise ValueError(f"positive_threshold must lie in [0, 1], got {positive_threshold}.")
     p = _as_probs(probs, slide_id)
-    n, c = p.shape
-    t = _as_tcr(tcr, c, tcr_tolerance, slide_id)
-    prev = torch.zeros((n, c), dtype=torch.bool)
-    if previous_negative is not None:
-        prev = accumulate_negative_labels(None, previous_negative).cpu()
-        if prev.shape != (n, c):
-            raise ValueError(f"slide {slide_id!r}: previous_negative has shape {tuple(prev.shape)}, expected {(n, c)}.")
-
-    predicted = p.argmax(dim=1)
-    n_pred = torch.bincount(predicted, minlength=c)
-    pcr = n_pred.to(torch.float64) / n
-    sae = sum_absolute_error(t, pcr)
-    ns = negative_selectivity(t, pcr, sae)
-    ps = positive_selectivity(t, pcr, sae)
-    base = torch.full((c,), float(n), dtype=torch.float64) if mode == FractionOf.SLIDE else n_pred.to(torch.float64)
-    # draw both count vectors always, so the generator advances the same way whatever the switches
-    k_neg = torch.minimum(round_counts(ns * base, rounding, generator), n_pred)
-    k_pos = torch.minimum(round_counts(ps * base, rounding, generator), n_pred)
-
-    new_negative = torch.zeros((n, c), dtype=torch.bool)
-    if negative:
-        for cls in range(c):
-            members = torch.nonzero(predicted == cls).reshape(-1)
-            if int(k_neg[cls]) == 0 or members.numel() == 0:
-                continue
-            order = torch.sort(p[members, cls], stable=True).indices
-            new_negative[members[order[: int(k_neg[cls])]], cls] = True
-
-    blocked = prev | new_negative
-    labels = torch.full((n,), -1, dtype=torch.int64)
-    if positive and adaptive:
-        for cls in range(c):
-            members = torch.nonzero((predicted == cls) & ~blocked[:, cls]).reshape(-1)
-            if int(k_pos[cls]) == 0 or members.numel() == 0:
-                continue
-            order = torch.sort(p[members, cls], descending=True, stable=True).indices
-            labels[members[order[: int(k_pos[cls])]]] = cls
-    elif positive:
-        fixed = fixed_threshold_pseudo_labels(p, positive_threshold)
-        has = fixed >= 0
-        conflict = torch.zeros_like(has)
-        conflict[has] = blocked[has.nonzero().reshape(-1), fixed[has]]
-        labels = torch.where(has & ~conflict, fixed, labels)
-
-    n_positive = torch.bincount(labels[labels >= 0], minlength=c)
+    t = _as_tcr(tcr, p.shape[1], tcr_tolerance, slide_id)
+    prev = _previous_negative(previous_negative, tuple(p.shape), slide_id)
+    sel = _selectivity(p, t, mode, rounding, generator)
+    labels, new_negative = _pseudo_labels(p, sel, prev, negative, positive, adaptive, positive_threshold)
     return ProportionSelection(
         positive=labels,
         negative=new_negative,
-        predicted=predicted,
-        pcr=pcr,
+        predicted=sel.predicted,
+        pcr=sel.pcr,
         tcr=t,
-        sae=sae,
-        ns=ns,
-        ps=ps,
-        n_positive=n_positive,
+        sae=sel.sae,
+        ns=sel.ns,
+        ps=sel.ps,
+        n_positive=torch.bincount(labels[labels >= 0], minlength=p.shape[1]),
         n_negative=new_negative.sum(dim=0),
         slide_id=slide_id,
     )

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
+from monai.networks.nets import Classifier
 
 from mixsup_monai.methods.mixsup import (
     FEATURE_NAMES,
     MixSupRule,
     RandomForestSlideClassifier,
     TopKMeanClassifier,
+    TopKSlideClassifier,
     balanced_bce,
     morphological_features,
     top_k_indices,
 )
 from mixsup_monai.rounds import SlidePrediction
+
+CONFIGS = Path(__file__).resolve().parents[3] / "bundles" / "mixsup" / "configs"
 
 
 def test_top_k_indices_by_score_ties_by_order_and_cycled():
@@ -88,3 +94,71 @@ def test_mixsup_rule_with_multi_class_slide_labels():
     assert labels.sizes() == {"positive": 1, "negative": 1}
     with pytest.raises(ValueError, match=r"need 0 \(negative\) or 1 \(positive\); for multi-class slide labels pass"):
         MixSupRule()(preds, round_index=1)
+
+
+def _theta2() -> torch.nn.Module:
+    return Classifier(in_shape=(3, 8, 8), classes=1, channels=(4,), strides=(2,))
+
+
+def _bags() -> tuple[torch.Tensor, torch.Tensor]:
+    """4 slides of K = 2 random 8 x 8 patches ``(4, 6, 8, 8)`` uint8, labels 0, 1, 0, 1."""
+    g = torch.Generator().manual_seed(3)
+    return torch.randint(0, 256, (4, 6, 8, 8), generator=g, dtype=torch.uint8), torch.tensor([0.0, 1.0, 0.0, 1.0])
+
+
+def _fit(optimizer_of, round_index: int = 0, rounds: int = 1) -> tuple[TopKSlideClassifier, dict, dict]:
+    """θ2's weights after ``reset`` (the round's start) and after ``rounds`` fits of ``round_index``."""
+    net = _theta2()
+    clf = TopKSlideClassifier(net, k=2, epochs=2, batch_size=2, seed=1, optimizer=optimizer_of(net), augment=False)
+    clf.reset()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    for _ in range(rounds):
+        clf.fit(*_bags(), round_index=round_index)
+    return clf, start, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_stage2_trains_with_the_given_optimizer():
+    clf, start, end = _fit(lambda net: torch.optim.SGD(net.parameters(), lr=0.0))
+    assert isinstance(clf.optimizer, torch.optim.SGD)
+    assert all(torch.equal(start[k], end[k]) for k in start)  # lr 0: θ2 did not move
+    _, start, end = _fit(lambda net: torch.optim.Adam(net.parameters(), lr=0.01))
+    assert not all(torch.equal(start[k], end[k]) for k in start)
+    with pytest.raises(ValueError, match="stage-2 network's parameters"):
+        TopKSlideClassifier(_theta2(), optimizer=torch.optim.Adam(_theta2().parameters()))
+
+
+def test_stage2_default_optimizer_is_adam_with_pytorch_defaults():
+    clf = TopKSlideClassifier(_theta2())
+    assert type(clf.optimizer) is torch.optim.Adam
+    assert clf.optimizer.defaults == torch.optim.Adam(_theta2().parameters()).defaults
+    assert clf.optimizer.defaults["lr"] == 1e-3
+
+
+def test_stage2_optimizer_restarts_every_round():
+    # A second fit of the same round from the same start gives the same weights only if the Adam moments
+    # (and step counts) of the first fit are gone; a fresh classifier (a resumed run) gives them too.
+    adam = lambda net: torch.optim.Adam(net.parameters(), lr=0.01)  # noqa: E731
+    clf, _, twice = _fit(adam, round_index=2, rounds=2)
+    _, _, once = _fit(adam, round_index=2)
+    assert all(torch.equal(twice[k], once[k]) for k in once)
+    steps = [int(state["step"]) for state in clf.optimizer.state.values()]
+    assert steps and set(steps) == {2 * 2}  # 2 epochs x 2 batches: the last fit's steps only
+    assert set(clf.state_dict()) == set(clf.network.state_dict())  # the checkpoint holds θ2's weights only
+
+
+def test_bundle_config_builds_the_stage2_optimizer_on_the_stage2_network():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["rounds#predictor"] = None  # θ1 and the datalist are not needed to build θ2's trainer
+    parser["rounds#validation_slides"] = []
+    parser["stage2_learning_rate"] = 0.02
+    clf = parser.get_parsed_content("rounds#stage2#classifier")
+    assert type(clf.optimizer) is torch.optim.Adam and clf.optimizer.defaults["lr"] == 0.02
+    assert clf.network is parser.get_parsed_content("rounds#stage2#network")
+    parser["rounds#stage2#optimizer"] = {
+        "_target_": "torch.optim.SGD",
+        "params": "$@rounds#stage2#network.parameters()",
+        "lr": 0.5,
+    }
+    parser.parse()  # the config is the place to change it
+    assert type(parser.get_parsed_content("rounds#stage2#classifier").optimizer) is torch.optim.SGD

@@ -6,6 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
+from mixsup_monai.handlers.round_selection import SelectionMode, is_improvement, select_round
 from mixsup_monai.methods.npl import EvaluatorScorer, MStepEarlyStopping, mobilenet_v2_classifier
 
 
@@ -63,7 +64,22 @@ def test_max_mode_and_missing_metric():
         train(FakeEvaluator([1.0]), max_epochs=1, metric="dice")
 
 
-@pytest.mark.parametrize("kwargs, match", [({"mode": "up"}, "mode must be"), ({"patience": 0}, "patience must")])
+def test_mode_is_the_selection_enum_and_shares_round_selections_comparison():
+    _, stopper = train(FakeEvaluator([0.1, 0.3, 0.2]), max_epochs=3, mode="max", patience=5)
+    assert stopper.mode is SelectionMode.MAX and stopper.best_epoch == 2
+    # NaN never improves, min_delta must be exceeded: the same answers as round selection on the same values
+    values = [float("nan"), 1.0, 0.95, 0.7, 0.69]
+    _, stopper = train(FakeEvaluator(values), max_epochs=5, patience=5, min_delta=0.1)
+    assert stopper.best_epoch == 4 and stopper.best == 0.7
+    assert [is_improvement(v, 1.0, "min", 0.1) for v in values] == [False, False, False, True, True]
+    assert is_improvement(0.5, None, "max") and not is_improvement(None, None) and not is_improvement(1.0, 1.0)
+    records = [{"round": r, "metrics": {"val_loss": v}} for r, v in enumerate(values)]
+    assert select_round(records, "val_loss", "min") == 4 and select_round(records, "val_loss", "max") == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match", [({"mode": "up"}, "'up' is not a valid value"), ({"patience": 0}, "patience must")]
+)
 def test_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MStepEarlyStopping(FakeEvaluator([]), **kwargs)

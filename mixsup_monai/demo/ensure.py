@@ -1,0 +1,48 @@
+"""The bundles' ``initialize`` step that makes the demo cohort when a run uses it (config parsing writes nothing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixsup_monai.demo.cohorts import make_demo_cohort
+from mixsup_monai.utils.distributed import barrier, is_rank0
+
+__all__ = ["ensure_demo_cohort"]
+
+
+def ensure_demo_cohort(task: str, datalist: str | os.PathLike, demo_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Make sure ``datalist`` exists, writing the demo cohort first when ``datalist`` is the demo's.
+
+    A bundle's ``datalist`` defaults to ``demo_dir/datalist.json``; its ``initialize`` calls this function so
+    that the first ``python -m monai.bundle run`` trains on the demo, while resolving the config (MONAI Label,
+    ``verify_*``, ``ckpt_export``) writes nothing. For the demo's datalist this is
+    ``make_demo_cohort(task, demo_dir, seed=seed)``, which returns at once when the cohort already holds that
+    task, seed and generator version (and writes it again otherwise). In a distributed run rank 0 writes it
+    while the other ranks wait.
+
+    Args:
+        task: ``"mixsup"``, ``"lsr"`` or ``"npl"``.
+        datalist: the run's datalist (the demo's, or the user's).
+        demo_dir: folder of the demo cohort.
+        seed: seed of the demo cohort.
+
+    Returns:
+        ``datalist`` as a path.
+
+    Raises:
+        FileNotFoundError: ``datalist`` is not the demo's and does not exist.
+    """
+    path = Path(datalist)
+    demo_datalist = Path(demo_dir) / "datalist.json"
+    if path.expanduser().resolve() == demo_datalist.expanduser().resolve():
+        if is_rank0():
+            make_demo_cohort(task, demo_dir, seed=seed)
+        barrier()
+        return path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"datalist {str(path)!r} does not exist; pass an existing datalist with --datalist, "
+            f"or leave it unset to train on the demo cohort ({str(demo_datalist)!r})"
+        )
+    return path
