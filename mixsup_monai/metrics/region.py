@@ -1,4 +1,4 @@
-"""Region-based segmentation metrics of NPL (OP, PC, mIoU; Tokunaga et al., Eq. 7) and the proportion error."""
+"""Region metrics (OP, PC, mIoU; Tokunaga et al., Eq. 7, as NPL reports them) and the proportion error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation metrics of label super-resolution: IoU / Dice, masked in a boundary band, component F1."""
+"""Segmentation metrics: IoU / Dice (plain and masked in a boundary band, one MONAI metric) and component F1."""
 
 from __future__ import annotations
 
