@@ -12,6 +12,7 @@ from mixsup_monai.data.datalist import (
     load_datalist,
     slides_of,
 )
+from mixsup_monai.data.identity import slide_id, unique_slide_ids
 from mixsup_monai.data.mixing_sampler import EmptyPoolMode, RatioBatchSampler, apportion
 from mixsup_monai.data.patch_dataset import PatchBatchSampler, WSIPatchDataset, collate_patches
 from mixsup_monai.data.slides import SlideKeys, collate_slides, prepare_slide_batch, slide_items
@@ -33,6 +34,8 @@ __all__ = [
     "collate_slides",
     "load_datalist",
     "prepare_slide_batch",
+    "slide_id",
     "slide_items",
     "slides_of",
+    "unique_slide_ids",
 ]

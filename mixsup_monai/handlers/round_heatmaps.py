@@ -35,8 +35,9 @@ class RoundHeatmapSaver:
     the patch probability maps (:func:`~mixsup_monai.rounds.stitch_patch_maps`) onto a thumbnail and writes
     ``output_dir/round_XX/<slide>_y<label>.png`` (overlay) and ``<slide>_y<label>_prob.png`` (the probability
     map alone, jet colours), XX = the round of the model that predicted. At ``COMPLETED`` it writes
-    ``output_dir/montage.png``: one row per slide (positives first), the thumbnail then one probability map
-    per round -- the paper's Fig. 7, where positive slides should grow and negative slides fade to zero.
+    ``output_dir/montage.png`` (:meth:`montage`): one row per slide (positives first), the thumbnail then one
+    probability map per round found on disk, rounds loaded by a resumed runner included -- the paper's Fig. 7,
+    where positive slides should grow and negative slides fade to zero.
     Rank 0 only.
 
     Args:
@@ -66,6 +67,8 @@ class RoundHeatmapSaver:
         self.channel = channel
         self.saved: dict[str, dict[int, Path]] = {}
         self.thumbnails: dict[str, np.ndarray] = {}
+        #: the rounds (columns) of the last montage written.
+        self.montage_rounds: list[int] = []
 
     def attach(self, engine: Any) -> None:
         if self.slides is None:
@@ -94,33 +97,81 @@ class RoundHeatmapSaver:
         thumb = get_slide(pred.slide["image"], pred.slide.get("mpp")).read_scaled(
             location=(0, 0), size=(w0, h0), out_size=(prob.shape[1], prob.shape[0])
         )
-        stem = f"{Path(name).stem}_y{pred.slide.get(self.label_key, 'x')}"
+        stem = self._stem(pred.slide)
         folder = self.output_dir / f"round_{round_index:02d}"
         path = save_png(heatmap_overlay(thumb, prob, alpha=0.6), folder / f"{stem}.png")
         save_png(_colour_map(prob), folder / f"{stem}_prob.png")
         self.thumbnails[stem] = thumb
         self.saved.setdefault(stem, {})[round_index] = path
 
-    def completed(self, engine: Any) -> None:
-        if not is_rank0() or not self.saved:
-            return
+    def _stem(self, slide: Any) -> str:
+        return f"{Path(slide['image']).stem}_y{slide.get(self.label_key, 'x')}"
+
+    def _rounds_on_disk(self, stems: Sequence[str], completed: int | None) -> dict[str, dict[int, Path]]:
+        """``{stem: {round: overlay path}}`` of the heat maps in ``output_dir/round_XX`` (rounds ``< completed``)."""
+        found: dict[str, dict[int, Path]] = {stem: {} for stem in stems}
+        for folder in sorted(self.output_dir.glob("round_*")):
+            suffix = folder.name[len("round_") :]
+            if not folder.is_dir() or not suffix.isdigit():
+                continue
+            r = int(suffix)
+            if completed is not None and r >= completed:
+                continue  # a folder of an earlier run in output_dir with more rounds than this run has
+            for stem in stems:
+                if (folder / f"{stem}_prob.png").is_file():
+                    found[stem][r] = folder / f"{stem}.png"
+        return {stem: per for stem, per in found.items() if per}
+
+    def _thumbnail(self, stem: str, slide: Any, shape: tuple[int, int]) -> np.ndarray:
+        """The slide's thumbnail (read once per process) at the ``(H, W)`` of its heat maps."""
+        thumb = self.thumbnails.get(stem)
+        if thumb is None or thumb.shape[:2] != shape:
+            if slide is None:  # a slide no longer in the runner's list: a blank tile keeps the columns aligned
+                return np.full((*shape, 3), 255, np.uint8)
+            thumb = get_slide(slide["image"], slide.get("mpp")).read_scaled(out_size=(shape[1], shape[0]))
+            self.thumbnails[stem] = thumb
+        return thumb
+
+    def montage(self, engine: Any) -> tuple[Path | None, list[int]]:
+        """Write ``output_dir/montage.png`` from every round's heat maps on disk (also rounds of an earlier process).
+
+        A resumed runner predicts only the rounds after the resume; the heat maps of the rounds it loaded are
+        on disk from the process that ran them, so the montage is built from the files, not from this
+        process's predictions. Rounds are those of the runner's completed rounds (``engine.records``).
+
+        Returns:
+            The montage's path (``None`` when no heat map was found) and its rounds (one column each).
+        """
         from PIL import Image
 
-        rounds = sorted({r for per in self.saved.values() for r in per})
+        slides = {
+            self._stem(s): s for s in getattr(engine, "slides", ()) if Path(s["image"]).name in (self.slides or ())
+        }
+        records = getattr(engine, "records", None)
+        found = self._rounds_on_disk(sorted(set(slides) | set(self.saved)), None if records is None else len(records))
+        if not found:
+            return None, []
+        rounds = sorted({r for per in found.values() for r in per})
         rows = []
-        for stem in sorted(self.saved, key=lambda s: (not s.endswith("_y1"), s)):
-            thumb = self.thumbnails[stem]
-            tiles = [thumb]
-            for r in rounds:
-                path = self.saved[stem].get(r)
-                prob_path = None if path is None else path.with_name(f"{path.stem}_prob.png")
-                tiles.append(
-                    np.asarray(Image.open(prob_path).convert("RGB")) if prob_path else np.full_like(thumb, 255)
-                )
-            gap = np.full((thumb.shape[0], 4, 3), 255, np.uint8)
+        for stem in sorted(found, key=lambda s: (not s.endswith("_y1"), s)):
+            probs = {
+                r: np.asarray(Image.open(path.with_name(f"{path.stem}_prob.png")).convert("RGB"))
+                for r, path in found[stem].items()
+            }
+            shape = next(iter(probs.values())).shape[:2]
+            thumb = self._thumbnail(stem, slides.get(stem), shape)
+            tiles = [thumb] + [probs.get(r, np.full_like(thumb, 255)) for r in rounds]
+            height = max(t.shape[0] for t in tiles)
+            tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles]
+            gap = np.full((height, 4, 3), 255, np.uint8)
             rows.append(np.concatenate([x for t in tiles for x in (t, gap)], axis=1))
             rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
         width = max(r.shape[1] for r in rows)
         rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
         path = save_png(np.concatenate(rows, axis=0), self.output_dir / "montage.png")
-        logger.info("round heat maps (rows: slides %s; columns: rounds %s) in %s", sorted(self.saved), rounds, path)
+        logger.info("round heat maps (rows: slides %s; columns: rounds %s) in %s", sorted(found), rounds, path)
+        return path, rounds
+
+    def completed(self, engine: Any) -> None:
+        if is_rank0():
+            _, self.montage_rounds = self.montage(engine)

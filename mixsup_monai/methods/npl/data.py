@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from mixsup_monai.data.identity import slide_id, unique_slide_ids
 from mixsup_monai.wsi.grid import build_patch_grid
 from mixsup_monai.wsi.labels import IGNORE_INDEX, crop_label_map, read_label_map
 from mixsup_monai.wsi.reader import open_slide
@@ -35,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def slide_name(slide: Mapping | str) -> str:
-    """Short name of a slide (file stem), used in statistics keys and messages."""
-    path = slide if isinstance(slide, str) else str(slide.get("image", "<slide>"))
-    return Path(path).stem
+    """Name of a slide (file stem, :func:`~mixsup_monai.data.slide_id`): its seed key, statistics key and record name.
+
+    Not its path, so that NPL's per-slide draws do not depend on the folder the cohort or the repository lies in.
+    """
+    return slide_id(slide)
 
 
 def proportion_classes(classes: Sequence[str], slides: Sequence[Mapping] = (), key: str = "proportions") -> list[str]:
@@ -194,7 +196,8 @@ def weak_slides(
     (``on_empty="skip"``, default) or refused (``"error"``).
 
     Raises:
-        ValueError: no slide with proportions; a slide with proportions but no ``tumour_key``; every slide
+        ValueError: no slide with proportions; two slides with the same file name (:func:`slide_name`, the key
+            of their random draws); a slide with proportions but no ``tumour_key``; every slide
             (or, with ``on_empty="error"``, some slide) without a tumour patch.
     """
     if on_empty not in ("skip", "error"):
@@ -202,6 +205,7 @@ def weak_slides(
     weak = [dict(s) for s in slides if s.get(proportions_key)]
     if not weak:
         raise ValueError(f"no training slide with {proportions_key!r}: NPL needs weakly labelled slides")
+    unique_slide_ids(weak)  # the slide name keys NPL's per-slide draws and statistics: two files may not share one
     missing = [s["image"] for s in weak if not s.get(tumour_key)]
     if missing:
         raise ValueError(

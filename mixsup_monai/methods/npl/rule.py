@@ -46,6 +46,10 @@ class NPLRule:
 
     A slide with proportions but no tumour patch (empty prediction) is skipped with a warning naming it.
 
+    A slide is named by its file stem (:func:`~mixsup_monai.methods.npl.slide_name`), never its path: the name keys
+    the selector's per-slide random stream (stochastic rounding), the statistics and ``meta["slides"]``, so the same
+    cohort in another folder gives the same pseudo labels; two files with one name are refused.
+
     Args:
         classes: the network's class names (datalist ``classes``).
         proportion_classes: the classes of the proportions (default: all ``classes``).
@@ -140,6 +144,20 @@ class NPLRule:
             read_label_map(path), ds, pred.locations, pred.patch_size0, len(self.classes), self.min_known
         )
 
+    @staticmethod
+    def _name(pred: SlidePrediction, images: dict[str, str]) -> tuple[str, str]:
+        """The slide's name (its seed key: not its path, so a cohort in another folder draws the same) and path.
+
+        ``images`` (name -> path of the slides seen so far) catches two files with one name.
+        """
+        name, image = slide_name(pred.slide), str(pred.slide.get("image"))
+        if images.setdefault(name, image) != image:
+            raise ValueError(
+                f"slides {images[name]!r} and {image!r} share the name {name!r}, which keys NPL's random draws "
+                "and statistics: rename one of the files"
+            )
+        return name, image
+
     # ------------------------------------------------------------------ the rule
     def __call__(
         self, predictions: Iterable[SlidePrediction], round_index: int, previous: PseudoLabelSet | None = None
@@ -155,8 +173,9 @@ class NPLRule:
         accumulated = np.zeros(c_all, np.int64)
         truth_hits = {"positive": [0, 0], "negative": [0, 0]}
         per_slide: dict[str, dict[str, Any]] = {}
+        images: dict[str, str] = {}
         for pred in predictions:
-            name = slide_name(pred.slide)
+            name, image = self._name(pred, images)
             if len(pred) == 0:
                 logger.warning("slide %r has proportions but no tumour patch: skipped", pred.slide.get("image"))
                 skipped.append(name)
@@ -172,9 +191,7 @@ class NPLRule:
             if prev:
                 full = np.stack([prev.get(_key(it), np.zeros(c_all, bool)) for it in pred.items])
                 prev_rows = torch.from_numpy(full[:, self.columns])
-            sel = self.selector(
-                probs[:, cols], tcr, prev_rows, slide_id=str(pred.slide["image"]), round_index=round_index
-            )
+            sel = self.selector(probs[:, cols], tcr, prev_rows, slide_id=image, round_index=round_index, seed_key=name)
             selections.append(sel)
             negative_sub = sel.negative | prev_rows if (prev_rows is not None and self.accumulate) else sel.negative
             negative = np.zeros((len(pred), c_all), bool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
 
 import numpy as np
 import torch
@@ -441,12 +442,20 @@ def proportion_pseudo_labels(
     )
 
 
+def _is_absolute(path: str) -> bool:
+    return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()
+
+
 class ProportionSelector:
     """Configured NPL selectivity, callable per slide (for bundle configs and Ignite handlers).
 
     Holds the options of :func:`proportion_pseudo_labels`. For stochastic rounding each call seeds
-    its own generator from ``(seed, round_index, crc32(slide_id))``: the draws do not depend on the
-    order in which slides are visited, and a run resumed at round r repeats them exactly.
+    its own generator from ``(seed, round_index, crc32(seed_key or slide_id))``: the draws do not depend on the
+    order in which slides are visited, and a run resumed at round r repeats them exactly. The key must
+    name the slide independently of where it lies (:class:`~mixsup_monai.methods.npl.NPLRule` passes
+    its file stem, :func:`~mixsup_monai.data.slide_id`, as ``seed_key`` and its path as ``slide_id`` for
+    messages), so an absolute path as key is refused: with it, the same cohort in another folder (or a
+    clone of the repository elsewhere) would draw differently.
 
     Args:
         fraction_of: ``"slide"`` (default) or ``"predicted"``.
@@ -486,9 +495,25 @@ class ProportionSelector:
         *,
         slide_id: str | None = None,
         round_index: int = 0,
+        seed_key: str | None = None,
     ) -> ProportionSelection:
-        """Select pseudo labels of one slide; see :func:`proportion_pseudo_labels` for shapes."""
-        key = zlib.crc32(str(slide_id).encode("utf-8"))
+        """Select pseudo labels of one slide; see :func:`proportion_pseudo_labels` for shapes.
+
+        Args:
+            slide_id: the slide, named in error messages and kept in the result (a path is fine).
+            round_index: the round, part of the seed.
+            seed_key: the slide's part of the seed, independent of its folder (default ``slide_id``).
+
+        Raises:
+            ValueError: with stochastic rounding, the key is an absolute path (the draws would depend on the folder).
+        """
+        key_text = slide_id if seed_key is None else seed_key
+        if self.rounding == Rounding.STOCHASTIC and key_text is not None and _is_absolute(key_text):
+            raise ValueError(
+                f"seed key {key_text!r} is an absolute path: it seeds the slide's random draws, which would then "
+                "depend on the folder the data lies in; pass seed_key=mixsup_monai.data.slide_id(slide)"
+            )
+        key = zlib.crc32(str(key_text).encode("utf-8"))
         seed = int(np.random.SeedSequence([self.seed, int(round_index), key]).generate_state(1, dtype=np.uint64)[0])
         generator = torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
         return proportion_pseudo_labels(
