@@ -1,17 +1,64 @@
-"""Command-line interface (``python -m mixsup_monai <command>``): thin wrappers over library functions."""
+"""Command-line interface (``python -m mixsup_monai <command>``): thin wrappers over library functions.
+
+A command that fails prints one line to stderr, ``error: <what> (<file / slide / key>): <expected / fix>``, and
+exits 1; ``--debug`` (anywhere on the command line) or ``MIXSUP_MONAI_DEBUG=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["COMMANDS", "check_datalist", "demo_data", "lsr_stats", "slide_info", "tissue"]
+__all__ = [
+    "COMMANDS",
+    "DEBUG_ENV",
+    "check_datalist",
+    "demo_data",
+    "error_line",
+    "lsr_stats",
+    "main",
+    "slide_info",
+    "tissue",
+]
+
+#: environment variable that makes a failing command show its traceback (like ``--debug``).
+DEBUG_ENV = "MIXSUP_MONAI_DEBUG"
+_DATALIST_DOC = "see README: datalist"
 
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+def _check_datalist_file(path: str) -> str:
+    """The absolute path of ``path`` when it is a JSON object file, else raise :class:`InputError`."""
+    from mixsup_monai.utils.errors import InputError, InputNotFoundError
+
+    p = Path(path).expanduser()
+    where = os.path.abspath(p)
+    if p.is_dir():
+        raise InputError("datalist is a folder", where, f"expected a datalist JSON file ({_DATALIST_DOC})")
+    if not p.is_file():
+        raise InputNotFoundError(
+            "datalist not found", where, f"this path does not exist; expected a JSON file ({_DATALIST_DOC})"
+        )
+    try:
+        data = json.loads(p.read_bytes())
+    except json.JSONDecodeError as e:
+        raise InputError("datalist is not valid JSON", where, f"{e.msg} at line {e.lineno}, column {e.colno}") from e
+    except UnicodeDecodeError as e:
+        raise InputError("datalist is not a text file", where, f"expected UTF-8 JSON ({e.reason})") from e
+    if not isinstance(data, dict):
+        raise InputError(
+            "datalist is not a JSON object",
+            where,
+            f'expected {{"task": ..., "classes": ..., "training": [...]}} at the top level, got {type(data).__name__}',
+        )
+    return where
 
 
 def demo_data(task: str, out: str, seed: int = 0, slides: int | None = None) -> None:
@@ -37,13 +84,17 @@ def check_datalist(path: str, task: str | None = None, no_open: bool = False) ->
         no_open: skip opening slides (syntax and file checks only).
     """
     from mixsup_monai.data.datalist import check_datalist as _check
+    from mixsup_monai.utils.errors import InputError
 
+    where = _check_datalist_file(path)
     problems = _check(path, task=task, open_slides=not no_open)
     if problems:
         print(f"{path}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  - {problem}")
-        sys.exit(1)
+        raise InputError(
+            f"datalist has {len(problems)} problem(s)", where, f"fix the ones listed above ({_DATALIST_DOC})"
+        )
     print(f"{path}: OK")
 
 
@@ -144,6 +195,7 @@ def lsr_stats(
     from mixsup_monai.methods.lsr.blocks import mask_estimation_samples
     from mixsup_monai.methods.lsr.label_stats import estimate_label_stats, estimate_label_stats_from_csv
 
+    _check_datalist_file(datalist)
     data = load_datalist(datalist, task="lsr")
     if csv:
         table = estimate_label_stats_from_csv(csv, data["classes"])
@@ -167,8 +219,50 @@ COMMANDS = {
 }
 
 
-def main() -> None:
+def error_line(error: BaseException, command: str = "") -> str:
+    """The one line a failed command prints: ``error: <what> (<where>): <fix>``.
+
+    Args:
+        error: what the command raised.
+        command: the command's name, the ``where`` of an unexpected failure.
+    """
+    from mixsup_monai.data.datalist import DatalistError
+    from mixsup_monai.utils.errors import InputError, one_line
+
+    if isinstance(error, InputError):
+        return f"error: {error}"
+    if isinstance(error, DatalistError) and error.problems:
+        first = error.problems[0]
+        problem = one_line(str(first).removeprefix(f"{first.file}: "))
+        return (
+            f"error: datalist has {len(error.problems)} problem(s) ({first.file}): the first is {problem}; "
+            f"list them all with `python -m mixsup_monai check-datalist {first.file}`"
+        )
+    where = f" ({command})" if command else ""
+    traceback = f"rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
+    if isinstance(error, OSError) and str(error):  # a file the user named; its message says which
+        return f"error: {one_line(str(error))}{where}: check the path and its permissions; {traceback}"
+    what = f"{type(error).__name__}: {one_line(str(error))}" if str(error) else type(error).__name__
+    return f"error: {what}{where}: unexpected failure; {traceback}"
+
+
+def _debug_requested(args: list[str]) -> bool:
+    return "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command of :data:`COMMANDS` (``argv`` default: ``sys.argv[1:]``); on failure print one line, exit 1."""
     import fire
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    fire.Fire(COMMANDS, name="mixsup_monai")
+    try:
+        fire.Fire(COMMANDS, command=args, name="mixsup_monai")
+    except Exception as e:  # a failure of the command itself (fire's usage errors exit through SystemExit)
+        if debug:
+            raise
+        sys.stdout.flush()
+        print(error_line(e, args[0] if args else ""), file=sys.stderr)
+        sys.exit(1)

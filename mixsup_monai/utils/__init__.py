@@ -5,11 +5,14 @@ from __future__ import annotations
 from mixsup_monai.utils.args import as_bool
 from mixsup_monai.utils.bundle import bundle_root_from_argv, raise_no_input, run_bundle, run_dirs
 from mixsup_monai.utils.distributed import barrier, is_rank0
+from mixsup_monai.utils.errors import InputError, InputNotFoundError
 from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
 from mixsup_monai.utils.seeds import round_seed
 from mixsup_monai.utils.tracking import artifact_location, sqlite_tracking_uri
 
 __all__ = [
+    "InputError",
+    "InputNotFoundError",
     "artifact_location",
     "as_bool",
     "barrier",

@@ -7,6 +7,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from monai.utils import StrEnum, look_up_option, optional_import
+
+from mixsup_monai.utils.errors import InputError, InputNotFoundError
 
 __all__ = [
     "Backend",
@@ -56,9 +59,15 @@ _CUCIM_COMPRESSIONS = {
 #: deflate + horizontal predictor SEGFAULTS cuCIM (``boxes.tiff``: "AdobeDeflate compression support
 #: is not configured", then the process dies) -- no Python exception to catch, so it is never tried.
 _DEFLATE = (8, 32946)
-#: formats cuCIM may be asked to open at all; everything else (DICOM folders, .mrxs, .ndpi, .vms,
+#: formats cuCIM may be asked to open at all; everything else (DICOM .dcm, .mrxs, .ndpi, .vms,
 #: .scn, .bif ...) goes straight to OpenSlide.
 _CUCIM_SUFFIXES = (".tif", ".tiff", ".svs")
+#: leading bytes of single-image formats that no slide reader opens (OpenSlide: "Unsupported or missing image file").
+_PLAIN_IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
+#: cuCIM's native code (cuFile, on a machine without a GPU driver) prints "dlopen error libcuda.so.1 ... cuFile
+#: initialization failed" to C-level stdout when cucim is imported and when the first CuImage opens; True once a
+#: cuCIM open succeeded in this process, after which it prints nothing more.
+_CUCIM_STARTED = False
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -561,19 +570,68 @@ class Slide:
         )
 
 
+def _flush_c_stdout() -> None:
+    """Flush the C library's stdio buffers (native code may buffer its ``printf`` output when stdout is a pipe)."""
+    import ctypes
+
+    # no C runtime reachable this way (e.g. Windows): nothing to flush
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr():
+    """Inside the block, what native code writes to file descriptor 1 goes to descriptor 2 (stderr).
+
+    C-level writes bypass Python's ``sys.stdout``, so the descriptor itself is swapped (``os.dup2``) and
+    restored afterwards: the JSON the command line prints stays alone on stdout. Python text written to
+    ``sys.stdout`` meanwhile stays in its buffer and reaches the real stdout after the block.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # fd 1 closed or no sys.stdout: nothing to keep clean
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no fd 2 to send it to: leave stdout as it is
+        os.close(saved)
+        yield
+        return
+    try:
+        yield
+    finally:
+        _flush_c_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _open_with(path: str, backend: str):
     """Open ``path`` with one MONAI backend and decode one pixel; return ``(reader, wsi)`` or raise."""
-    from monai.data import WSIReader
+    global _CUCIM_STARTED
 
     if backend == Backend.CUCIM:
         reason = cucim_incompatibility(path)
         if reason is not None:
             raise RuntimeError(reason)
-        if not optional_import("cucim", name="CuImage")[1]:
-            raise RuntimeError("cucim is not installed (pip install --no-deps cucim-cu12 on CPU machines)")
-    else:
-        if not _has_openslide:
-            raise RuntimeError("openslide-python (+ openslide-bin) is not installed")
+        if _CUCIM_STARTED:
+            return _open_and_probe(path, backend)
+        with _native_stdout_to_stderr():  # the import of cucim and its first open print cuFile noise
+            if not optional_import("cucim", name="CuImage")[1]:
+                raise RuntimeError("cucim is not installed (pip install --no-deps cucim-cu12 on CPU machines)")
+            opened = _open_and_probe(path, backend)
+        _CUCIM_STARTED = True
+        return opened
+    if not _has_openslide:
+        raise RuntimeError("openslide-python (+ openslide-bin) is not installed")
+    return _open_and_probe(path, backend)
+
+
+def _open_and_probe(path: str, backend: str):
+    """``(reader, wsi)`` of ``path`` opened by the MONAI ``WSIReader`` of ``backend``, one pixel decoded."""
+    from monai.data import WSIReader
+
     reader = WSIReader(backend=backend, channel_dim=-1)
     wsi = reader.read(path)
     count = reader.get_level_count(wsi)
@@ -586,6 +644,47 @@ def _open_with(path: str, backend: str):
     else:
         wsi.read_region((0, 0), last, (1, 1))
     return reader, wsi
+
+
+def _plain_image_format(path: Path) -> str | None:
+    """``"JPEG"``, ``"PNG"``, ... when ``path`` is a single-image file (by its leading bytes), else ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:  # unreadable: the backends report it
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _PLAIN_IMAGE_MAGIC.items() if head.startswith(magic)), None)
+
+
+def _check_slide_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it may be a slide file, else raise :class:`InputError`."""
+    p = Path(path)
+    where = os.path.abspath(path)
+    if not p.exists():
+        if p.is_symlink():
+            raise InputNotFoundError(
+                "slide is a broken or looping symbolic link", where, "point the link at an existing slide file"
+            )
+        raise InputNotFoundError(
+            "slide not found", where, "this path does not exist; check its spelling and the current folder"
+        )
+    if p.is_dir():
+        raise InputError(
+            "slide is a folder",
+            where,
+            "expected a slide file (.svs, .tif, .ndpi, .mrxs, ...); for a DICOM WSI give one of its .dcm files",
+        )
+    image_format = _plain_image_format(p)
+    if image_format is not None:
+        raise InputError(
+            f"plain {image_format} image, not a slide pyramid",
+            where,
+            f"convert it to a tiled pyramid, e.g. `vips tiffsave {p.name} {p.stem}.tif --tile --pyramid "
+            "--compression jpeg`, or write one with mixsup_monai.wsi.write_pyramidal_tiff",
+        )
+    return p
 
 
 def _user_mpp(path: str, mpp: float | None, magnification: float | None) -> float | None:
@@ -656,7 +755,7 @@ def open_slide(
     written with 72 dpi defaults claims ~350-900 um/px), leaving ``mpp=None, mpp_source="unknown"``.
 
     Args:
-        path: slide file (or DICOM folder for OpenSlide).
+        path: slide file (a DICOM WSI: one of its ``.dcm`` files).
         mpp: level-0 microns per pixel, overriding the tags.
         backends: reader order, from ``"cucim"``, ``"openslide"``.
         magnification: objective power (20 for "20x"), converted to ``mpp = 10 / magnification``.
@@ -665,12 +764,11 @@ def open_slide(
         The opened :class:`Slide`; use it as a context manager or call ``close()``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        InputNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
+        InputError: ``path`` is a folder or a plain JPEG/PNG/GIF/BMP/WebP image (a ``ValueError``).
         ValueError: no backend could open it (the message names each backend's failure), or bad arguments.
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"slide {str(path)!r} does not exist")
+    p = _check_slide_path(path)
     path_s = str(p.resolve())
     user_mpp = _user_mpp(path_s, mpp, magnification)
     if isinstance(backends, str):
