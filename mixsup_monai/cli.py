@@ -34,33 +34,6 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _check_datalist_file(path: str) -> str:
-    """The absolute path of ``path`` when it is a JSON object file, else raise :class:`InputError`."""
-    from mixsup_monai.utils.errors import InputError, InputNotFoundError
-
-    p = Path(path).expanduser()
-    where = os.path.abspath(p)
-    if p.is_dir():
-        raise InputError("datalist is a folder", where, f"expected a datalist JSON file ({_DATALIST_DOC})")
-    if not p.is_file():
-        raise InputNotFoundError(
-            "datalist not found", where, f"this path does not exist; expected a JSON file ({_DATALIST_DOC})"
-        )
-    try:
-        data = json.loads(p.read_bytes())
-    except json.JSONDecodeError as e:
-        raise InputError("datalist is not valid JSON", where, f"{e.msg} at line {e.lineno}, column {e.colno}") from e
-    except UnicodeDecodeError as e:
-        raise InputError("datalist is not a text file", where, f"expected UTF-8 JSON ({e.reason})") from e
-    if not isinstance(data, dict):
-        raise InputError(
-            "datalist is not a JSON object",
-            where,
-            f'expected {{"task": ..., "classes": ..., "training": [...]}} at the top level, got {type(data).__name__}',
-        )
-    return where
-
-
 def demo_data(task: str, out: str, seed: int = 0, slides: int | None = None) -> None:
     """Write a deterministic demo cohort with known pixel truth and print its datalist path.
 
@@ -86,14 +59,15 @@ def check_datalist(path: str, task: str | None = None, no_open: bool = False) ->
     from mixsup_monai.data.datalist import check_datalist as _check
     from mixsup_monai.utils.errors import InputError
 
-    where = _check_datalist_file(path)
     problems = _check(path, task=task, open_slides=not no_open)
     if problems:
         print(f"{path}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  - {problem}")
         raise InputError(
-            f"datalist has {len(problems)} problem(s)", where, f"fix the ones listed above ({_DATALIST_DOC})"
+            f"datalist has {len(problems)} problem(s)",
+            Path(path).expanduser().resolve(),
+            f"fix the ones listed above ({_DATALIST_DOC})",
         )
     print(f"{path}: OK")
 
@@ -195,7 +169,6 @@ def lsr_stats(
     from mixsup_monai.methods.lsr.blocks import mask_estimation_samples
     from mixsup_monai.methods.lsr.label_stats import estimate_label_stats, estimate_label_stats_from_csv
 
-    _check_datalist_file(datalist)
     data = load_datalist(datalist, task="lsr")
     if csv:
         table = estimate_label_stats_from_csv(csv, data["classes"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mixsup_monai.utils.errors import InputError, InputNotFoundError
 from mixsup_monai.wsi.labels import IGNORE_INDEX, read_label_map
 
 __all__ = [
@@ -34,6 +35,7 @@ PATH_KEYS = ("image", "mask", "tissue_mask", "tumour_mask", "truth_mask")
 #: top-level keys that hold file paths.
 TOP_LEVEL_PATH_KEYS = ("label_stats",)
 PROPORTION_TOLERANCE = 0.02
+_DATALIST_DOC = "see README: datalist"
 #: level sizes of different scanners / pyramid writers differ by rounding; a mask may be 1 px off.
 MASK_SIZE_TOLERANCE = 1
 
@@ -79,15 +81,25 @@ def _resolve(value: Any, base: Path) -> Any:
 
 
 def _read_json(path: Path) -> dict:
+    """The datalist file's JSON object; a missing file, a folder, bad JSON or no object is one :class:`InputError`."""
+    if path.is_dir():
+        raise InputError("datalist is a folder", path, f"expected a datalist JSON file ({_DATALIST_DOC})")
     if not path.is_file():
-        raise FileNotFoundError(f"datalist {str(path)!r} does not exist; expected a JSON file (see README: datalist)")
+        raise InputNotFoundError(
+            "datalist not found", path, f"this path does not exist; expected a JSON file ({_DATALIST_DOC})"
+        )
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(path.read_bytes())
     except json.JSONDecodeError as e:
-        raise ValueError(f"datalist {str(path)!r} is not valid JSON: {e}") from e
+        raise InputError("datalist is not valid JSON", path, f"{e.msg} at line {e.lineno}, column {e.colno}") from e
+    except UnicodeDecodeError as e:
+        raise InputError("datalist is not a text file", path, f"expected UTF-8 JSON ({e.reason})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"datalist {str(path)!r}: expected a JSON object at the top level, got {type(data).__name__}")
+        raise InputError(
+            "datalist is not a JSON object",
+            path,
+            f'expected {{"task": ..., "classes": ..., "training": [...]}} at the top level, got {type(data).__name__}',
+        )
     return data
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["slide_id", "unique_slide_ids"]
+__all__ = ["SlideIdentities", "slide_id", "unique_slide_ids"]
 
 
 def slide_id(slide: Mapping | str | os.PathLike) -> str:
@@ -29,25 +29,34 @@ def slide_id(slide: Mapping | str | os.PathLike) -> str:
     return Path(path).stem
 
 
+class SlideIdentities:
+    """:func:`slide_id` of slides seen one after another, refusing two different files with the same identity.
+
+    A shared identity would silently give two slides the same random draws and overwrite one's statistics with
+    the other's, so it is an error naming both files. The same file seen twice is not (the datalist checker
+    reports duplicates). Use one instance per pass over a cohort (e.g. a round's predictions, streamed).
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[str, str] = {}
+
+    def __call__(self, slide: Mapping | str | os.PathLike) -> str:
+        """The slide's identity; raises ``ValueError`` when another file already has it."""
+        path = str(slide if isinstance(slide, (str, os.PathLike)) else slide.get("image", "<slide>"))
+        sid = slide_id(path)
+        if self.paths.setdefault(sid, path) != path:
+            raise ValueError(
+                f"slides {self.paths[sid]!r} and {path!r} share the name {sid!r}: a slide's file name (without "
+                "folder and suffix) is its identity in seeds, statistics and round records; rename one of the files"
+            )
+        return sid
+
+
 def unique_slide_ids(slides: Iterable[Mapping | str | os.PathLike]) -> list[str]:
     """The :func:`slide_id` of each slide, refusing two different slide files with the same identity.
 
-    A shared identity would silently give two slides the same random draws and overwrite one's statistics with
-    the other's, so it is an error naming both files. The same file listed twice is not (the datalist checker
-    reports duplicates).
-
     Raises:
-        ValueError: two different files share a stem.
+        ValueError: two different files share a stem (see :class:`SlideIdentities`).
     """
-    seen: dict[str, str] = {}
-    out: list[str] = []
-    for slide in slides:
-        path = str(slide if isinstance(slide, (str, os.PathLike)) else slide.get("image", "<slide>"))
-        sid = slide_id(path)
-        if seen.setdefault(sid, path) != path:
-            raise ValueError(
-                f"slides {seen[sid]!r} and {path!r} share the name {sid!r}: a slide's file name (without folder "
-                "and suffix) is its identity in seeds, statistics and round records; rename one of the files"
-            )
-        out.append(sid)
-    return out
+    identities = SlideIdentities()
+    return [identities(slide) for slide in slides]

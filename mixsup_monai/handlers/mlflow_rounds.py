@@ -171,8 +171,11 @@ class MLflowRoundLogger:
 
     def _kill_left_running(self, experiment_id: str, ckpt_dir: Path, keep: str | None) -> None:
         """Mark ``KILLED`` the runs of ``ckpt_dir`` that a killed process left ``RUNNING`` (except ``keep``)."""
-        for r in self.client.search_runs([experiment_id]):
-            if r.info.run_id != keep and r.info.status == _RUNNING and r.data.tags.get(CKPT_DIR_TAG) == str(ckpt_dir):
+        # let the tracking store filter: an experiment may hold many runs of other ckpt_dirs
+        folder = str(ckpt_dir).replace("'", "\\'")
+        query = f"attributes.status = '{_RUNNING}' and tags.`{CKPT_DIR_TAG}` = '{folder}'"
+        for r in self.client.search_runs([experiment_id], filter_string=query):
+            if r.info.run_id != keep and r.data.tags.get(CKPT_DIR_TAG) == str(ckpt_dir):
                 logger.info("MLflow run %s of %s was left RUNNING (killed): marking it KILLED", r.info.run_id, ckpt_dir)
                 self.client.set_terminated(r.info.run_id, _KILLED)
 

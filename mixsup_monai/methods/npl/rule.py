@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixsup_monai.data.identity import SlideIdentities
 from mixsup_monai.methods.npl.data import oversample_by_class, patch_labels, slide_name
 from mixsup_monai.methods.npl.selection import ProportionSelection, ProportionSelector
 from mixsup_monai.rounds.predict import SlidePrediction, training_item
@@ -144,20 +145,6 @@ class NPLRule:
             read_label_map(path), ds, pred.locations, pred.patch_size0, len(self.classes), self.min_known
         )
 
-    @staticmethod
-    def _name(pred: SlidePrediction, images: dict[str, str]) -> tuple[str, str]:
-        """The slide's name (its seed key: not its path, so a cohort in another folder draws the same) and path.
-
-        ``images`` (name -> path of the slides seen so far) catches two files with one name.
-        """
-        name, image = slide_name(pred.slide), str(pred.slide.get("image"))
-        if images.setdefault(name, image) != image:
-            raise ValueError(
-                f"slides {images[name]!r} and {image!r} share the name {name!r}, which keys NPL's random draws "
-                "and statistics: rename one of the files"
-            )
-        return name, image
-
     # ------------------------------------------------------------------ the rule
     def __call__(
         self, predictions: Iterable[SlidePrediction], round_index: int, previous: PseudoLabelSet | None = None
@@ -173,9 +160,9 @@ class NPLRule:
         accumulated = np.zeros(c_all, np.int64)
         truth_hits = {"positive": [0, 0], "negative": [0, 0]}
         per_slide: dict[str, dict[str, Any]] = {}
-        images: dict[str, str] = {}
+        names = SlideIdentities()  # two files with one name would share a random stream and statistics
         for pred in predictions:
-            name, image = self._name(pred, images)
+            name, image = names(pred.slide), str(pred.slide.get("image"))
             if len(pred) == 0:
                 logger.warning("slide %r has proportions but no tumour patch: skipped", pred.slide.get("image"))
                 skipped.append(name)
