@@ -15,6 +15,7 @@ from PIL import Image
 
 from mixsup_monai.cli import DEBUG_ENV
 from mixsup_monai.utils.errors import InputError, InputNotFoundError
+from mixsup_monai.wsi.plain_image import PlainImage
 from mixsup_monai.wsi.reader import open_slide
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -62,13 +63,21 @@ def test_folder_given_as_slide(cwd):
     assert_one_line_error(run_cli(cwd, "slide-info", "slides"), expected)
 
 
-def test_plain_jpeg_given_as_slide(cwd):
+def test_plain_jpeg_is_read_whole_and_a_large_one_refused(cwd):
+    # a small plain image is a one-level slide (tile inference, the tissue command) ...
     Image.fromarray(np.full((32, 48, 3), 200, np.uint8)).save(cwd / "photo.jpg")
+    done = run_cli(cwd, "tissue", "photo.jpg", "--patch-size", "16")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["backend"] == "pil" and report["tissue_fraction"] == 0.0 and report["patch_count"] == 0
+    # ... a large one needs a pyramid: refused with the command that makes one
+    Image.fromarray(np.full((8200, 8200, 3), 200, np.uint8)).save(cwd / "scan.jpg", quality=50)
     expected = (
-        f"error: plain JPEG image, not a slide pyramid ({cwd / 'photo.jpg'}): convert it to a tiled pyramid, e.g. "
-        f"{CONVERT.format(name='photo.jpg', stem='photo')}, or write one with mixsup_monai.wsi.write_pyramidal_tiff"
+        f"error: plain JPEG image of 8200 x 8200 px is too large to read whole (above 67108864 px) "
+        f"({cwd / 'scan.jpg'}): convert it to a tiled pyramid, e.g. "
+        f"{CONVERT.format(name='scan.jpg', stem='scan')}, or write one with mixsup_monai.wsi.write_pyramidal_tiff"
     )
-    assert_one_line_error(run_cli(cwd, "tissue", "photo.jpg"), expected)
+    assert_one_line_error(run_cli(cwd, "tissue", "scan.jpg"), expected)
 
 
 def test_invalid_json_datalist(cwd):
@@ -136,8 +145,8 @@ def test_open_slide_raises_input_errors_in_process(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"slide is a broken or looping symbolic link \(.*loop\.svs\)"):
         open_slide(tmp_path / "loop.svs")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "tile.png")
-    with pytest.raises(InputError, match=r"plain PNG image, not a slide pyramid \(.*tile\.png\): convert it"):
-        open_slide(tmp_path / "tile.png")
+    with pytest.raises(InputError, match=r"plain PNG image of 8 x 8 px is too large .*\(.*tile\.png\): convert it"):
+        PlainImage(tmp_path / "tile.png", max_pixels=63)
     with pytest.raises(InputError, match=r"slide is a folder"):
         open_slide(tmp_path)
 

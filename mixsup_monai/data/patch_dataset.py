@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from mixsup_monai.wsi.reader import Slide, open_slide
+from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, Slide, open_slide
 
 __all__ = ["WSIPatchDataset", "PatchBatchSampler", "collate_patches"]
 
@@ -115,7 +115,7 @@ class WSIPatchDataset(Dataset):
         self,
         items: Sequence[Mapping],
         transform: Callable | None = None,
-        backends: Sequence[str] = ("cucim", "openslide"),
+        backends: Sequence[str] = DEFAULT_BACKENDS,
         image_key: str = "image",
         dtype: torch.dtype = torch.uint8,
         reader_workers: int | None = None,

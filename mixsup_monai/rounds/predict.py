@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from mixsup_monai.data.patch_dataset import WSIPatchDataset
 from mixsup_monai.wsi.grid import PatchGrid, build_patch_grid
-from mixsup_monai.wsi.reader import open_slide
+from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, open_slide
 from mixsup_monai.wsi.tissue import detect_tissue
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -131,7 +131,7 @@ class SlidePatchPredictor:
         output_dtype: torch.dtype = torch.float32,
         grid_cache_dir: str | None = None,
         progress: bool = True,
-        backends: Sequence[str] = ("cucim", "openslide"),
+        backends: Sequence[str] = DEFAULT_BACKENDS,
     ) -> None:
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
             raise ValueError(f"patch_size must be a positive int, got {patch_size!r}.")

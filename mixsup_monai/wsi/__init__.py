@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from mixsup_monai.wsi.cache import SlideCache, get_slide
 from mixsup_monai.wsi.grid import GRID_CACHE_VERSION, PatchGrid, build_patch_grid
+from mixsup_monai.wsi.integrity import colour_mismatch, level_problems, tiff_header_problem
 from mixsup_monai.wsi.labels import IGNORE_INDEX, crop_label_map, read_label_map
+from mixsup_monai.wsi.plain_image import PLAIN_IMAGE_MAX_PIXELS, PlainImage, plain_image_format
 from mixsup_monai.wsi.pyramid import downsample_rgb, write_pyramidal_tiff
 from mixsup_monai.wsi.reader import (
+    DEFAULT_BACKENDS,
     MPP_PLAUSIBLE_RANGE,
     Backend,
     MppSource,
@@ -16,6 +19,7 @@ from mixsup_monai.wsi.reader import (
     cucim_incompatibility,
     open_slide,
 )
+from mixsup_monai.wsi.tiff_tiles import TiffTileReader
 from mixsup_monai.wsi.tissue import (
     DEFAULT_SATURATION_THRESHOLD,
     OTSU_THRESHOLD_RANGE,
@@ -56,4 +60,12 @@ __all__ = [
     "save_tissue_overlay",
     "tissue_pixels",
     "write_pyramidal_tiff",
+    "DEFAULT_BACKENDS",
+    "PLAIN_IMAGE_MAX_PIXELS",
+    "PlainImage",
+    "TiffTileReader",
+    "colour_mismatch",
+    "level_problems",
+    "plain_image_format",
+    "tiff_header_problem",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
+from mixsup_monai.wsi.reader import DEFAULT_BACKENDS
+
 __all__ = ["SlideCache", "get_slide"]
 
 
@@ -15,7 +17,7 @@ class SlideCache:
     a worker, so the cache is emptied whenever it sees a new process id.
     """
 
-    def __init__(self, max_open: int = 32, backends: tuple[str, ...] = ("cucim", "openslide")):
+    def __init__(self, max_open: int = 32, backends: tuple[str, ...] = DEFAULT_BACKENDS):
         self.max_open = max_open
         self.backends = backends
         self._pid = os.getpid()

@@ -17,8 +17,11 @@ import numpy as np
 from monai.utils import StrEnum, look_up_option, optional_import
 
 from mixsup_monai.utils.errors import InputError, InputNotFoundError
+from mixsup_monai.wsi.integrity import TIFF_SUFFIXES, colour_mismatch, level_problems, probe_box, tiff_header_problem
+from mixsup_monai.wsi.plain_image import PlainImage, plain_image_format
 
 __all__ = [
+    "DEFAULT_BACKENDS",
     "Backend",
     "MppSource",
     "RegionsJob",
@@ -62,8 +65,6 @@ _DEFLATE = (8, 32946)
 #: formats cuCIM may be asked to open at all; everything else (DICOM .dcm, .mrxs, .ndpi, .vms,
 #: .scn, .bif ...) goes straight to OpenSlide.
 _CUCIM_SUFFIXES = (".tif", ".tiff", ".svs")
-#: leading bytes of single-image formats that no slide reader opens (OpenSlide: "Unsupported or missing image file").
-_PLAIN_IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
 #: cuCIM's native code (cuFile, on a machine without a GPU driver) prints "dlopen error libcuda.so.1 ... cuFile
 #: initialization failed" to C-level stdout when cucim is imported and when the first CuImage opens; True once a
 #: cuCIM open succeeded in this process, after which it prints nothing more.
@@ -103,11 +104,23 @@ class RegionsJob:
 
 
 class Backend(StrEnum):
-    """Slide reader backends, in MONAI ``WSIReader`` naming (the tifffile backend is deliberately absent:
-    it decodes a whole level per patch, 0.9 patches/s measured)."""
+    """Slide reader backends, in MONAI ``WSIReader`` naming.
+
+    ``tifffile`` is not MONAI's ``TiffFileWSIReader`` (which decodes a whole level per patch, 0.9 patches/s
+    measured) but :class:`~mixsup_monai.wsi.tiff_tiles.TiffTileReader`, which decodes the tiles a region needs:
+    the last fallback, for TIFFs the others cannot read or decode in false colours.
+    """
 
     CUCIM = "cucim"
     OPENSLIDE = "openslide"
+    TIFFFILE = "tifffile"
+    #: plain PNG / JPEG / ... images, read whole (:class:`~mixsup_monai.wsi.plain_image.PlainImage`); chosen by
+    #: the file's leading bytes, never tried on slides.
+    PIL = "pil"
+
+
+#: backend order of :func:`open_slide`, tried per file.
+DEFAULT_BACKENDS = (Backend.CUCIM.value, Backend.OPENSLIDE.value, Backend.TIFFFILE.value)
 
 
 class MppSource(StrEnum):
@@ -131,6 +144,8 @@ class SlideInfo:
         mpp: level-0 microns per pixel, or ``None`` when unknown or when the tags were implausible.
         mpp_source: ``"user"`` (given to :func:`open_slide`), ``"tags"`` (file metadata) or ``"unknown"``.
         vendor: OpenSlide's vendor name (``"aperio"``, ``"generic-tiff"``, ...) when known.
+        skipped_levels: ``(level, reason)`` of the levels that do not decode (black, false colours or a
+            decoding error, see :func:`mixsup_monai.wsi.integrity.level_problems`); level choices avoid them.
     """
 
     path: str
@@ -141,12 +156,20 @@ class SlideInfo:
     mpp: float | None
     mpp_source: str
     vendor: str | None
+    skipped_levels: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def usable_levels(self) -> tuple[int, ...]:
+        """The levels that decode, finest first."""
+        skipped = {level for level, _ in self.skipped_levels}
+        return tuple(level for level in range(self.level_count) if level not in skipped)
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable copy (tuples become lists)."""
+        """A JSON-serialisable copy (tuples become lists, ``skipped_levels`` a ``{level: reason}`` object)."""
         d = asdict(self)
         d["level_dimensions"] = [list(s) for s in self.level_dimensions]
         d["level_downsamples"] = list(self.level_downsamples)
+        d["skipped_levels"] = {str(level): reason for level, reason in self.skipped_levels}
         return d
 
 
@@ -214,6 +237,19 @@ def _tiff_tag_mpp(path: str) -> float | None:
         return None
 
 
+def _aperio_mpp(path: str) -> float:
+    """The ``MPP = ...`` field of an Aperio description (first page), or ``KeyError``."""
+    import re
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        match = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", tif.pages[0].description or "")
+    if match is None:
+        raise KeyError("MPP")
+    return float(match.group(1))
+
+
 def _tag_mpp(path: str, backend: str, wsi) -> float | None:
     """Level-0 MPP from the file's own metadata, as the backend exposes it (no plausibility check here).
 
@@ -222,13 +258,15 @@ def _tag_mpp(path: str, backend: str, wsi) -> float | None:
     ``spacing`` is 1.0 for Aperio SVS and is therefore not used.
     """
     values: list[float] = []
+    if backend == Backend.PIL:
+        return None  # a plain image's dpi is a screen setting, not the scanner's
     if backend == Backend.OPENSLIDE:
         for key in ("openslide.mpp-x", "openslide.mpp-y"):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 values.append(float(wsi.properties[key]))
     else:
         try:
-            values.append(float(wsi.metadata["aperio"]["MPP"]))
+            values.append(_aperio_mpp(path) if backend == Backend.TIFFFILE else float(wsi.metadata["aperio"]["MPP"]))
         except (KeyError, TypeError, ValueError):
             mpp = _tiff_tag_mpp(path)
             if mpp is not None:
@@ -242,6 +280,8 @@ def _tag_mpp(path: str, backend: str, wsi) -> float | None:
 
 
 def _vendor(path: str, backend: str, wsi) -> str | None:
+    if backend == Backend.PIL:
+        return None
     if backend == Backend.OPENSLIDE:
         return wsi.properties.get("openslide.vendor")
     if _has_openslide:
@@ -249,7 +289,7 @@ def _vendor(path: str, backend: str, wsi) -> str | None:
             return _openslide.OpenSlide.detect_format(path)
         except Exception:
             return None
-    return "aperio" if "aperio" in wsi.metadata else "generic-tiff"
+    return "aperio" if "aperio" in getattr(wsi, "metadata", {}) else "generic-tiff"
 
 
 class Slide:
@@ -299,6 +339,13 @@ class Slide:
             raise ValueError(
                 f"slide {self.info.path!r}: level {level} does not exist, expected 0..{self.info.level_count - 1}"
             )
+        reason = dict(self.info.skipped_levels).get(int(level))
+        if reason is not None:
+            raise InputError(
+                f"level {level} of the slide does not decode",
+                self.info.path,
+                f"{reason}; read one of the levels that do ({list(self.info.usable_levels)}) or export the slide again",
+            )
         return int(level)
 
     def level_mpp(self, level: int) -> float | None:
@@ -310,7 +357,8 @@ class Slide:
         """The coarsest level whose downsample does not exceed ``downsample`` (within ``rtol``).
 
         Like OpenSlide's ``get_best_level_for_downsample``: never coarser than asked, so that reading at
-        that level and resizing down loses nothing.
+        that level and resizing down loses nothing. Levels that do not decode (``info.skipped_levels``) are
+        never chosen.
 
         Args:
             downsample: wanted level-0 pixels per pixel (>= 1 to be meaningful; smaller gives level 0).
@@ -318,8 +366,10 @@ class Slide:
         """
         if not math.isfinite(downsample) or downsample <= 0:
             raise ValueError(f"slide {self.info.path!r}: downsample must be > 0, got {downsample!r}")
-        best = 0
-        for level, ds in enumerate(self.info.level_downsamples):
+        usable = self.info.usable_levels
+        best = usable[0]  # when even the finest usable level is coarser than asked, it is the best there is
+        for level in usable:
+            ds = self.info.level_downsamples[level]
             if ds <= downsample * (1 + rtol) and ds >= self.info.level_downsamples[best]:
                 best = level
         return best
@@ -608,9 +658,20 @@ def _native_stdout_to_stderr():
 
 
 def _open_with(path: str, backend: str):
-    """Open ``path`` with one MONAI backend and decode one pixel; return ``(reader, wsi)`` or raise."""
+    """Open ``path`` with one backend and decode one pixel; return ``(reader, wsi)`` (``reader`` is the MONAI
+    ``WSIReader``, ``None`` for the tifffile and plain-image readers) or raise."""
     global _CUCIM_STARTED
 
+    if backend == Backend.PIL:
+        return None, PlainImage(path)
+    if backend == Backend.TIFFFILE:
+        if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+            raise RuntimeError(f"the tifffile reader reads {'/'.join(TIFF_SUFFIXES)} files only")
+        from mixsup_monai.wsi.tiff_tiles import TiffTileReader
+
+        wsi = TiffTileReader(path)
+        wsi.read_region((0, 0), wsi.level_count - 1, (1, 1))
+        return None, wsi
     if backend == Backend.CUCIM:
         reason = cucim_incompatibility(path)
         if reason is not None:
@@ -646,18 +707,6 @@ def _open_and_probe(path: str, backend: str):
     return reader, wsi
 
 
-def _plain_image_format(path: Path) -> str | None:
-    """``"JPEG"``, ``"PNG"``, ... when ``path`` is a single-image file (by its leading bytes), else ``None``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:  # unreadable: the backends report it
-        return None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return next((name for magic, name in _PLAIN_IMAGE_MAGIC.items() if head.startswith(magic)), None)
-
-
 def _check_slide_path(path: str | os.PathLike) -> Path:
     """``path`` as a :class:`~pathlib.Path` when it may be a slide file, else raise :class:`InputError`."""
     p = Path(path)
@@ -676,14 +725,15 @@ def _check_slide_path(path: str | os.PathLike) -> Path:
             where,
             "expected a slide file (.svs, .tif, .ndpi, .mrxs, ...); for a DICOM WSI give one of its .dcm files",
         )
-    image_format = _plain_image_format(p)
-    if image_format is not None:
+    if not os.access(p, os.R_OK):
         raise InputError(
-            f"plain {image_format} image, not a slide pyramid",
-            where,
-            f"convert it to a tiled pyramid, e.g. `vips tiffsave {p.name} {p.stem}.tif --tile --pyramid "
-            "--compression jpeg`, or write one with mixsup_monai.wsi.write_pyramidal_tiff",
+            "slide is not readable", where, "you lack read permission; fix it with `chmod a+r` or ask its owner"
         )
+    if p.stat().st_size == 0:
+        raise InputError("slide file is empty (0 bytes)", where, "copy the slide again from its source")
+    damage = tiff_header_problem(p)
+    if damage is not None:
+        raise InputError("slide file is damaged", where, f"{damage}; copy the slide again from its source")
     return p
 
 
@@ -718,19 +768,22 @@ def _slide_mpp(path: str, backend: str, wsi, user_mpp: float | None) -> tuple[fl
 
 
 def _slide_info(path: str, backend: str, reader, wsi, user_mpp: float | None) -> SlideInfo:
-    """Geometry, MPP and vendor of a slide opened by ``reader`` (a MONAI ``WSIReader``) as ``wsi``."""
-    count = reader.get_level_count(wsi)
-    dims = []
-    for level in range(count):
-        h, w = reader.get_size(wsi, level)
-        dims.append((int(w), int(h)))
-    downsamples = tuple(float(reader.get_downsample_ratio(wsi, level)) for level in range(count))
+    """Geometry, MPP and vendor of a slide opened by ``reader`` (a MONAI ``WSIReader``, or ``None`` for the
+    tifffile / plain-image readers, which expose the geometry themselves) as ``wsi``."""
+    if reader is None:
+        dims = tuple(wsi.level_dimensions) if backend == Backend.TIFFFILE else (wsi.dimensions,)
+        downsamples = tuple(wsi.level_downsamples) if backend == Backend.TIFFFILE else (1.0,)
+    else:
+        count = reader.get_level_count(wsi)
+        sizes = [reader.get_size(wsi, level) for level in range(count)]
+        dims = tuple((int(w), int(h)) for h, w in sizes)
+        downsamples = tuple(float(reader.get_downsample_ratio(wsi, level)) for level in range(count))
     slide_mpp, source = _slide_mpp(path, backend, wsi, user_mpp)
     return SlideInfo(
         path=path,
         backend=backend,
-        level_count=int(count),
-        level_dimensions=tuple(dims),
+        level_count=len(dims),
+        level_dimensions=dims,
         level_downsamples=downsamples,
         mpp=slide_mpp,
         mpp_source=source.value,
@@ -738,16 +791,110 @@ def _slide_info(path: str, backend: str, reader, wsi, user_mpp: float | None) ->
     )
 
 
+#: ``(path, size, mtime, backend) -> (why the backend must not read the file or None, skipped levels)``:
+#: the decoding checks of :func:`_decoding_verdict` run once per file version and process.
+_VERDICTS: dict[tuple, tuple[str | None, tuple[tuple[int, str], ...]]] = {}
+#: fallbacks already reported by :func:`open_slide` (a slide is opened by every worker and dataset: say it once).
+_FALLBACKS_SAID: set[tuple] = set()
+
+
+def _reference_mismatch(path: str, slide: Slide, level: int) -> str | None:
+    """How ``slide``'s colours at ``level`` differ from tifffile's decoding of the same probe, or ``None`` (also
+    when tifffile cannot decode the file: then there is no second opinion)."""
+    from mixsup_monai.wsi.tiff_tiles import TiffTileReader
+
+    info = slide.info
+    try:
+        reference_reader = TiffTileReader(path)
+    except Exception as e:  # not an RGB pyramid tifffile reads: no reference to compare with
+        logger.debug("slide %r: no tifffile reference decoding (%s)", path, e)
+        return None
+    try:
+        if reference_reader.level_dimensions[: level + 1] != info.level_dimensions[: level + 1]:
+            return None  # the backends see other pyramids: nothing to compare region for region
+        x, y, w, h = probe_box(info.level_dimensions, info.level_downsamples, level)
+        reference = reference_reader.read_region((x, y), level, (w, h))
+    except Exception as e:  # a tile tifffile cannot decode: no reference
+        logger.debug("slide %r: no tifffile reference decoding (%s)", path, e)
+        return None
+    finally:
+        reference_reader.close()
+    return colour_mismatch(slide._read(x, y, w, h, level), reference)
+
+
+def _decoding_verdict(path: str, slide: Slide) -> tuple[str | None, tuple[tuple[int, str], ...]]:
+    """``(reason to reject the backend or None, skipped levels)`` for a slide just opened (cached per file version).
+
+    Levels are checked with :func:`~mixsup_monai.wsi.integrity.level_problems`; on TIFFs, the finest level that
+    decodes is compared with tifffile's decoding (which honours the photometric tag), except for the tifffile
+    reader itself and for plain images.
+    """
+    info = slide.info
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns, info.backend)
+    if key in _VERDICTS:
+        return _VERDICTS[key]
+    skipped = level_problems(slide._read, info.level_dimensions, info.level_downsamples)
+    reject = None
+    if len(skipped) == info.level_count:
+        reject = "no level decodes (" + "; ".join(f"level {lv}: {why}" for lv, why in skipped.items()) + ")"
+    elif info.backend in (Backend.CUCIM, Backend.OPENSLIDE) and Path(path).suffix.lower() in TIFF_SUFFIXES:
+        finest = min(set(range(info.level_count)) - set(skipped))
+        mismatch = _reference_mismatch(path, slide, finest)
+        if mismatch is not None:
+            reject = f"it decodes other colours than tifffile at level {finest} ({mismatch})"
+    verdict = (reject, tuple(sorted(skipped.items())))
+    _VERDICTS[key] = verdict
+    if reject is None and skipped:
+        logger.warning(
+            "slide %r: %s", path, "; ".join(f"level {lv} is skipped, {why}" for lv, why in sorted(skipped.items()))
+        )
+    return verdict
+
+
+def _open_checked(path: str, backend: str, user_mpp: float | None) -> Slide:
+    """The slide opened by ``backend`` with its decoding checked; raise when that backend must not read it."""
+    from dataclasses import replace
+
+    reader, wsi = _open_with(path, backend)
+    slide = Slide(reader, wsi, _slide_info(path, backend, reader, wsi, user_mpp))
+    # cuCIM's libjpeg prints its errors about undecodable tiles ("ERROR in line 183 while reading JPEG header")
+    # to C-level stdout: the probes of a damaged level must not spoil the JSON of the command line
+    quiet = _native_stdout_to_stderr() if backend == Backend.CUCIM else contextlib.nullcontext()
+    try:
+        with quiet:
+            reject, skipped = _decoding_verdict(path, slide)
+    except Exception:
+        slide.close()
+        raise
+    if reject is not None:
+        slide.close()
+        raise RuntimeError(reject)
+    slide.info = replace(slide.info, skipped_levels=skipped)
+    return slide
+
+
 def open_slide(
     path: str | os.PathLike,
     mpp: float | None = None,
-    backends: Sequence[str] = ("cucim", "openslide"),
+    backends: Sequence[str] = DEFAULT_BACKENDS,
     magnification: float | None = None,
 ) -> Slide:
-    """Open a whole-slide image with the first backend that can read it.
+    """Open a whole-slide image with the first backend that reads it correctly.
+
+    Before any backend, the file is checked: it exists, is a readable file, not empty, and (TIFFs) its headers
+    are consistent -- every tile inside the file (:func:`~mixsup_monai.wsi.integrity.tiff_header_problem`), so
+    a truncated copy is named here rather than failing mid-run. Plain PNG / JPEG / GIF / BMP / WebP images up
+    to :data:`~mixsup_monai.wsi.plain_image.PLAIN_IMAGE_MAX_PIXELS` are read whole as one-level slides
+    (backend ``"pil"``); larger ones are refused with the command that makes a pyramid.
 
     Backends are tried in order, per file. cuCIM is skipped without being called for files it cannot
     decode (see :func:`cucim_incompatibility`: deflate + predictor crashes it) and for non-TIFF formats.
+    A backend that opens the file must also decode it: a probe region per level is decoded and compared
+    with the finer level (a level that decodes to black or false colours is skipped with a warning, see
+    ``SlideInfo.skipped_levels``), and on TIFFs the finest level is compared with tifffile's decoding; a
+    backend whose colours differ (JPEG tiles in RGB without an Adobe marker, read as YCbCr by cuCIM and
+    OpenSlide) is passed over for the next, with one warning. These checks run once per file and process.
 
     MPP, best source first: ``mpp`` (or ``magnification``, as ``10 / magnification`` um/px) given here >
     the file's tags (Aperio ``MPP`` / ``openslide.mpp-x`` / TIFF resolution in cm or inch) > unknown.
@@ -757,7 +904,7 @@ def open_slide(
     Args:
         path: slide file (a DICOM WSI: one of its ``.dcm`` files).
         mpp: level-0 microns per pixel, overriding the tags.
-        backends: reader order, from ``"cucim"``, ``"openslide"``.
+        backends: reader order, from ``"cucim"``, ``"openslide"``, ``"tifffile"``.
         magnification: objective power (20 for "20x"), converted to ``mpp = 10 / magnification``.
 
     Returns:
@@ -765,8 +912,9 @@ def open_slide(
 
     Raises:
         InputNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
-        InputError: ``path`` is a folder or a plain JPEG/PNG/GIF/BMP/WebP image (a ``ValueError``).
-        ValueError: no backend could open it (the message names each backend's failure), or bad arguments.
+        InputError: ``path`` is a folder, unreadable, empty, a truncated TIFF, or a plain image too large to
+            read whole; or no backend reads it (the message names each backend's failure). A ``ValueError``.
+        ValueError: bad arguments.
     """
     p = _check_slide_path(path)
     path_s = str(p.resolve())
@@ -776,17 +924,28 @@ def open_slide(
     names = [look_up_option(b, Backend).value for b in backends]
     if not names:
         raise ValueError(f"slide {path_s!r}: backends must name at least one of {[b.value for b in Backend]}")
+    if plain_image_format(p) is not None:
+        names = [Backend.PIL.value]  # by its leading bytes: no slide reader opens a plain image
 
     failures = []
     for backend in names:
         try:
-            reader, wsi = _open_with(path_s, backend)
+            slide = _open_checked(path_s, backend, user_mpp)
+        except InputError:
+            raise
         except Exception as e:  # every reader failure is collected and reported together
             failures.append(f"{backend}: {type(e).__name__}: {e}")
             logger.debug("slide %r: %s cannot open it: %s", path_s, backend, e)
             continue
-        info = _slide_info(path_s, backend, reader, wsi, user_mpp)
         if failures:
-            logger.info("slide %r opened with %s after: %s", path_s, backend, "; ".join(failures))
-        return Slide(reader, wsi, info)
-    raise ValueError(f"slide {path_s!r} could not be opened by any backend {names}: " + "; ".join(failures))
+            said = (path_s, backend, tuple(failures)) in _FALLBACKS_SAID
+            wrong_colours = any("colours" in f for f in failures)
+            level = logging.DEBUG if said else logging.WARNING if wrong_colours else logging.INFO
+            logger.log(level, "slide %r opened with %s after: %s", path_s, backend, "; ".join(failures))
+            _FALLBACKS_SAID.add((path_s, backend, tuple(failures)))
+        return slide
+    raise InputError(
+        "no reader can open the slide",
+        path_s,
+        "; ".join(failures) + " -- check that it is a whole-slide image (SVS, TIFF, NDPI, MRXS, DICOM, ...)",
+    )

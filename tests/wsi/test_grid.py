@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from mixsup_monai.wsi import PatchGrid, TissueMask, build_patch_grid, detect_tissue, open_slide
+from mixsup_monai.wsi import PatchGrid, SlideInfo, TissueMask, build_patch_grid, detect_tissue, open_slide
 
 
 def _mask(shape=(96, 128), left_fraction: float = 1.0) -> TissueMask:
@@ -163,12 +163,16 @@ def test_grid_memory_does_not_scale_with_empty_slide_area():
 
     class FakeSlide(grid_module.Slide):
         def __init__(self):
-            self.info = type("I", (), {})()
-            self.info.path = "/fake/huge.svs"
-            self.info.level_count = 1
-            self.info.level_dimensions = ((1_024_000, 1_024_000),)
-            self.info.level_downsamples = (1.0,)
-            self.info.mpp = 0.25
+            self.info = SlideInfo(
+                path="/fake/huge.svs",
+                backend="cucim",
+                level_count=1,
+                level_dimensions=((1_024_000, 1_024_000),),
+                level_downsamples=(1.0,),
+                mpp=0.25,
+                mpp_source="user",
+                vendor=None,
+            )
 
     mask = np.zeros((2000, 2000), bool)
     mask[:2, :2] = True

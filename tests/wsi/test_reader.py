@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from mixsup_monai.utils.errors import InputError
 from mixsup_monai.wsi import SlideInfo, cucim_incompatibility, open_slide, write_pyramidal_tiff
 from mixsup_monai.wsi.pyramid import downsample_rgb
 
@@ -67,7 +68,7 @@ def test_user_mpp_and_magnification_override_tags(he_slide):
     [
         ({"mpp": -1.0}, r"mpp must be a positive number of microns per pixel, got -1.0"),
         ({"mpp": 0.5, "magnification": 20}, r"give mpp or magnification, not both"),
-        ({"backends": ("tifffile",)}, r"tifffile"),
+        ({"backends": ("bioformats",)}, r"bioformats"),
     ],
 )
 def test_rejects_bad_open_arguments(he_slide, kwargs, pattern):
@@ -81,10 +82,15 @@ def test_missing_file_raises_file_not_found(tmp_path):
 
 
 def test_unreadable_file_names_every_backend_failure(tmp_path):
-    bad = tmp_path / "bad.tif"
-    bad.write_bytes(b"this is not a tiff at all")
-    with pytest.raises(ValueError, match=r"bad\.tif' could not be opened by any backend.*cucim: .*openslide: "):
+    bad = tmp_path / "bad.mrxs"
+    bad.write_bytes(b"this is not a slide at all")
+    with pytest.raises(
+        InputError, match=r"no reader can open the slide \(.*bad\.mrxs\): cucim: .*; openslide: .*; tifffile: "
+    ):
         open_slide(bad)
+    bad.rename(tmp_path / "bad.tif")  # a TIFF name: its header is checked before any reader
+    with pytest.raises(InputError, match=r"slide file is damaged \(.*bad\.tif\): its TIFF header cannot be read"):
+        open_slide(tmp_path / "bad.tif")
 
 
 @pytest.mark.parametrize(

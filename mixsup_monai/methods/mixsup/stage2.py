@@ -21,6 +21,7 @@ from mixsup_monai.methods.mixsup.data import slide_label_of
 from mixsup_monai.metrics.slide import slide_classification_metrics
 from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
 from mixsup_monai.utils.seeds import round_seed
+from mixsup_monai.wsi.reader import DEFAULT_BACKENDS
 
 __all__ = ["TopKMeanClassifier", "TopKSlideClassifier", "top_k_indices", "read_top_k", "balanced_bce"]
 
@@ -38,7 +39,7 @@ def top_k_indices(scores: torch.Tensor, k: int) -> list[int]:
     return [order[i % n] for i in range(k)] if n < k else order[:k]
 
 
-def read_top_k(pred: SlidePrediction, k: int, backends: Sequence[str] = ("cucim", "openslide")) -> torch.Tensor:
+def read_top_k(pred: SlidePrediction, k: int, backends: Sequence[str] = DEFAULT_BACKENDS) -> torch.Tensor:
     """The slide's top-``k`` patches (by ``pred.scores``) as a ``(k * 3, p, p)`` uint8 tensor (one batched read)."""
     idx = top_k_indices(pred.scores, k)
     dataset = WSIPatchDataset([pred.items[i] for i in idx], backends=backends)
@@ -141,7 +142,7 @@ class TopKSlideClassifier:
         predictor: SlidePatchPredictor | None = None,
         validation_slides: Sequence[Mapping] | None = None,
         augment: bool = True,
-        backends: Sequence[str] = ("cucim", "openslide"),
+        backends: Sequence[str] = DEFAULT_BACKENDS,
     ) -> None:
         for name, value in (("k", k), ("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,7 +14,7 @@ from monai.transforms import MapTransform
 from mixsup_monai.data.identity import slide_id, unique_slide_ids
 from mixsup_monai.wsi.grid import build_patch_grid
 from mixsup_monai.wsi.labels import IGNORE_INDEX, crop_label_map, read_label_map
-from mixsup_monai.wsi.reader import open_slide
+from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, open_slide
 from mixsup_monai.wsi.tissue import detect_tissue
 
 __all__ = [
@@ -115,7 +115,7 @@ def labelled_patch_items(
     overlap: int = 0,
     min_known: float = 0.5,
     mask_key: str = "mask",
-    backends: Sequence[str] = ("cucim", "openslide"),
+    backends: Sequence[str] = DEFAULT_BACKENDS,
 ) -> list[dict]:
     """Patches of fully labelled slides with their class, as items for training or validation.
 
