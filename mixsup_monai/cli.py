@@ -15,7 +15,6 @@ from pathlib import Path
 
 __all__ = [
     "COMMANDS",
-    "DEBUG_ENV",
     "check_datalist",
     "demo_data",
     "error_line",
@@ -25,8 +24,6 @@ __all__ = [
     "tissue",
 ]
 
-#: environment variable that makes a failing command show its traceback (like ``--debug``).
-DEBUG_ENV = "MIXSUP_MONAI_DEBUG"
 _DATALIST_DOC = "see README: datalist"
 
 
@@ -113,7 +110,9 @@ def tissue(
     from mixsup_monai.wsi.reader import open_slide
     from mixsup_monai.wsi.tissue import detect_tissue, save_tissue_overlay
 
+    _check_grid_args(slide, patch_size, overlap, min_tissue_fraction, level, mpp, slide_mpp, tissue_mask)
     with open_slide(slide, mpp=slide_mpp) as wsi:
+        _check_grid_fits(wsi, patch_size, level, mpp)
         mask = detect_tissue(wsi, user_mask=tissue_mask)
         grid = build_patch_grid(
             wsi,
@@ -144,6 +143,54 @@ def tissue(
         )
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _check_grid_args(slide, patch_size, overlap, min_tissue_fraction, level, mpp, slide_mpp, tissue_mask) -> None:
+    """The ``tissue`` command's options, checked before the slide is opened (one line naming the option)."""
+    from mixsup_monai.utils.errors import InputError, InputNotFoundError
+
+    where = os.path.abspath(slide)
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
+        raise InputError("--patch-size must be a positive integer", where, f"got {patch_size!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < patch_size:
+        raise InputError(f"--overlap must be an integer in [0, --patch-size = {patch_size})", where, f"got {overlap!r}")
+    if not _is_number(min_tissue_fraction) or not 0 <= min_tissue_fraction <= 1:
+        raise InputError("--min-tissue-fraction must be a fraction in [0, 1]", where, f"got {min_tissue_fraction!r}")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+        raise InputError("--level must be a non-negative integer", where, f"got {level!r}")
+    for option, value in (("--mpp", mpp), ("--slide-mpp", slide_mpp)):
+        if value is not None and (not _is_number(value) or value <= 0):
+            raise InputError(f"{option} must be a positive number of microns per pixel", where, f"got {value!r}")
+    if tissue_mask is not None and not Path(tissue_mask).is_file():
+        raise InputNotFoundError(
+            "tissue mask not found",
+            os.path.abspath(tissue_mask),
+            "this path does not exist; check its spelling and the current folder",
+        )
+
+
+def _check_grid_fits(wsi, patch_size: int, level: int | None, mpp: float | None) -> None:
+    """The patch level exists and holds at least one patch: a patch larger than the slide is a wrong option."""
+    from mixsup_monai.utils.errors import InputError
+
+    info = wsi.info
+    if level is not None and level >= info.level_count:
+        raise InputError(
+            f"--level {level} does not exist", info.path, f"the slide has levels 0..{info.level_count - 1}"
+        )
+    chosen = level if level is not None else (wsi.level_for_mpp(mpp) if mpp is not None else 0)
+    width, height = info.level_dimensions[chosen]
+    if width < patch_size or height < patch_size:
+        raise InputError(
+            "no patch fits the slide",
+            info.path,
+            f"the slide is {width} x {height} px at level {chosen}, smaller than one {patch_size} px patch; "
+            "choose a finer level / smaller mpp or a smaller patch_size",
+        )
+
+
 def lsr_stats(
     datalist: str,
     out: str,
@@ -169,7 +216,8 @@ def lsr_stats(
     from mixsup_monai.methods.lsr.blocks import mask_estimation_samples
     from mixsup_monai.methods.lsr.label_stats import estimate_label_stats, estimate_label_stats_from_csv
 
-    data = load_datalist(datalist, task="lsr")
+    # the table this command writes is not the datalist's yet: check everything else
+    data = load_datalist(datalist, task="lsr", without=("label_stats", "label_stats_rows"))
     if csv:
         table = estimate_label_stats_from_csv(csv, data["classes"])
     else:
@@ -195,32 +243,15 @@ COMMANDS = {
 def error_line(error: BaseException, command: str = "") -> str:
     """The one line a failed command prints: ``error: <what> (<where>): <fix>``.
 
+    :func:`mixsup_monai.utils.errors.error_line`, which the bundle runs print too.
+
     Args:
         error: what the command raised.
         command: the command's name, the ``where`` of an unexpected failure.
     """
-    from mixsup_monai.data.datalist import DatalistError
-    from mixsup_monai.utils.errors import InputError, one_line
+    from mixsup_monai.utils.errors import error_line as _error_line
 
-    if isinstance(error, InputError):
-        return f"error: {error}"
-    if isinstance(error, DatalistError) and error.problems:
-        first = error.problems[0]
-        problem = one_line(str(first).removeprefix(f"{first.file}: "))
-        return (
-            f"error: datalist has {len(error.problems)} problem(s) ({first.file}): the first is {problem}; "
-            f"list them all with `python -m mixsup_monai check-datalist {first.file}`"
-        )
-    where = f" ({command})" if command else ""
-    traceback = f"rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
-    if isinstance(error, OSError) and str(error):  # a file the user named; its message says which
-        return f"error: {one_line(str(error))}{where}: check the path and its permissions; {traceback}"
-    what = f"{type(error).__name__}: {one_line(str(error))}" if str(error) else type(error).__name__
-    return f"error: {what}{where}: unexpected failure; {traceback}"
-
-
-def _debug_requested(args: list[str]) -> bool:
-    return "--debug" in args or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _error_line(error, command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -228,13 +259,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug_requested(args)
+    debug_flag = "--debug" in args
     args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         fire.Fire(COMMANDS, command=args, name="mixsup_monai")
     except Exception as e:  # a failure of the command itself (fire's usage errors exit through SystemExit)
-        if debug:
+        # imported only on failure: mixsup_monai.utils imports torch, which `--help` does not need
+        from mixsup_monai.utils.errors import debug_requested
+
+        if debug_flag or debug_requested([]):
             raise
         sys.stdout.flush()
         print(error_line(e, args[0] if args else ""), file=sys.stderr)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixsup_monai.cli import DEBUG_ENV
-from mixsup_monai.utils.errors import InputError, InputNotFoundError
+from mixsup_monai.utils.errors import DEBUG_ENV, InputError, InputNotFoundError
 from mixsup_monai.wsi.plain_image import PlainImage
 from mixsup_monai.wsi.reader import open_slide
 

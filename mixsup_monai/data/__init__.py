@@ -1,18 +1,22 @@
-"""Data: the datalist contract, patch datasets, ratio mixing of pools, slide-level batches."""
+"""Data: the datalist contract and its p(c | z) table file, patch datasets, ratio mixing of pools, slide batches."""
 
 from __future__ import annotations
 
 from mixsup_monai.data.datalist import (
     PATH_KEYS,
     SECTIONS,
+    TASK_REQUIREMENTS,
     TASKS,
     DatalistError,
     DatalistProblem,
+    Requirement,
     check_datalist,
     load_datalist,
+    requirements_table,
     slides_of,
 )
 from mixsup_monai.data.identity import slide_id, unique_slide_ids
+from mixsup_monai.data.label_stats import LabelStatsTable, z_to_row_index
 from mixsup_monai.data.mixing_sampler import EmptyPoolMode, RatioBatchSampler, apportion
 from mixsup_monai.data.patch_dataset import PatchBatchSampler, WSIPatchDataset, collate_patches
 from mixsup_monai.data.slides import SlideKeys, collate_slides, prepare_slide_batch, slide_items
@@ -21,12 +25,15 @@ __all__ = [
     "DatalistError",
     "DatalistProblem",
     "EmptyPoolMode",
+    "LabelStatsTable",
     "PATH_KEYS",
     "PatchBatchSampler",
     "RatioBatchSampler",
+    "Requirement",
     "SECTIONS",
     "SlideKeys",
     "TASKS",
+    "TASK_REQUIREMENTS",
     "WSIPatchDataset",
     "apportion",
     "check_datalist",
@@ -34,8 +41,10 @@ __all__ = [
     "collate_slides",
     "load_datalist",
     "prepare_slide_batch",
+    "requirements_table",
     "slide_id",
     "slide_items",
     "slides_of",
     "unique_slide_ids",
+    "z_to_row_index",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mixsup_monai.demo.cohorts import make_demo_cohort
 from mixsup_monai.utils.distributed import barrier, is_rank0
+from mixsup_monai.utils.errors import InputError, InputNotFoundError
 
 __all__ = ["ensure_demo_cohort"]
 
@@ -31,7 +32,8 @@ def ensure_demo_cohort(task: str, datalist: str | os.PathLike, demo_dir: str | o
         ``datalist`` as a path.
 
     Raises:
-        FileNotFoundError: ``datalist`` is not the demo's and does not exist.
+        InputNotFoundError: ``datalist`` is not the demo's and does not exist (a ``FileNotFoundError``).
+        InputError: ``datalist`` is a folder.
     """
     path = Path(datalist)
     demo_datalist = Path(demo_dir) / "datalist.json"
@@ -41,8 +43,12 @@ def ensure_demo_cohort(task: str, datalist: str | os.PathLike, demo_dir: str | o
         barrier()
         return path
     if not path.is_file():
-        raise FileNotFoundError(
-            f"datalist {str(path)!r} does not exist; pass an existing datalist with --datalist, "
-            f"or leave it unset to train on the demo cohort ({str(demo_datalist)!r})"
+        where = path.expanduser().resolve()
+        fix = (
+            "pass an existing datalist JSON with --datalist (`python -m mixsup_monai check-datalist <file>` checks "
+            f"one), or leave --datalist unset to train on the demo cohort ({demo_datalist})"
         )
+        if where.is_dir():
+            raise InputError("datalist is a folder", where, f"expected a JSON file; {fix}")
+        raise InputNotFoundError("datalist not found", where, f"this path does not exist; {fix}")
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
 from mixsup_monai.rounds.state import STATE_FILE, RoundCheckpoints
 from mixsup_monai.rounds.store import PseudoLabelSet, PseudoLabelStore
 from mixsup_monai.utils.distributed import barrier, is_rank0
+from mixsup_monai.utils.errors import InputNotFoundError
 from mixsup_monai.utils.seeds import round_seed
 
 Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
@@ -92,6 +94,14 @@ class RoundRunner(Engine):
     run with the same seed. ``max_rounds`` may grow between runs (continue a finished run for more rounds); a
     run whose rounds are all complete only fires ``STARTED`` / ``COMPLETED`` (selection and export handlers
     run again; nothing is recomputed).
+
+    **Failures.** A run that fails keeps what it wrote: a round is listed in ``rounds.json`` only once its
+    checkpoint and its next pseudo labels are complete, every file is written atomically (a failed write, e.g. a
+    full disk, removes its temporary file and leaves the finished rounds byte-identical), and a slide of the
+    datalist that is gone when an M-step or E-step starts stops the run with one
+    :class:`~mixsup_monai.utils.errors.InputNotFoundError` naming it. Free the disk or restore the slide and
+    resume: the result is that of an uninterrupted run. :class:`~mixsup_monai.handlers.MLflowRoundLogger` marks
+    the run ``FAILED`` and continues it on resume.
 
     Handlers (``attach(runner)``): :class:`~mixsup_monai.handlers.RoundSelection` (best round, table, final
     model), :class:`~mixsup_monai.handlers.MLflowRoundLogger` (per-round metrics with ``step = round``),
@@ -232,6 +242,24 @@ class RoundRunner(Engine):
         set_rnd(getattr(self.pools, "transform", None) or self.pools, seed)
         return seed
 
+    def _check_slides(self, paths: Iterable[Any], step: str) -> None:
+        """Stop with one clear line when a slide of the datalist is gone (deleted or moved since the start-up check).
+
+        Checked before each M-step and E-step, in the main process: a read in a DataLoader worker would fail with
+        a message meant for a mistyped path, and the finished rounds on disk are kept either way.
+
+        Raises:
+            InputNotFoundError: the first missing slide, named with the round and step that needs it.
+        """
+        for path in dict.fromkeys(p for p in paths if isinstance(p, (str, os.PathLike))):  # unique, in order
+            if not os.path.exists(path):
+                raise InputNotFoundError(
+                    "slide not found",
+                    path,
+                    f"round {self.state.round}'s {step} reads it but it is gone (moved or deleted after the run "
+                    "started?); restore it and resume the run (--resume true); finished rounds are kept",
+                )
+
     def _mstep(self, epochs: int) -> dict[str, float]:
         trainer = self.trainer
         if epochs == 0:
@@ -289,8 +317,10 @@ class RoundRunner(Engine):
 
         Raises:
             TypeError: the rule returned something other than a ``PseudoLabelSet``.
+            InputNotFoundError: a slide of ``slides`` is gone (deleted or moved since the run started).
         """
         kept = [] if kept is None else kept
+        self._check_slides((s.get("image") for s in self.slides), "prediction")
         self.state.prediction_round = round_index - 1
         stream = self._observe(
             self.predictor.predict(self.slides, self.network, description=f"round {round_index - 1} predict"), kept
@@ -328,6 +358,8 @@ class RoundRunner(Engine):
             self.fire_event(RoundEvents.PSEUDO_LABELS_LOADED)
         record["pool_sizes"] = dict(zip(self.pools.names, self.pools.pool_sizes))
         epochs = self.initial_epochs if r == 0 else self.epochs_per_round
+        if epochs:
+            self._check_slides((it.get("image") for pool in self.pools.pools.values() for it in pool.items), "M-step")
         logger.info("round %d: M-step, %d epoch(s) on pools %s", r, epochs, record["pool_sizes"])
         record["mstep"] = self._mstep(epochs)
         self.fire_event(RoundEvents.MSTEP_COMPLETED)

@@ -108,13 +108,24 @@ class RoundCheckpoints:
         return completed
 
     def save_round(self, round_index: int, record: dict) -> None:
-        """Checkpoint ``save_dict`` as round ``round_index``, then list ``record`` (given its path) as complete."""
+        """Checkpoint ``save_dict`` as round ``round_index``, then list ``record`` (given its path) as complete.
+
+        If either write fails (e.g. ``OSError`` ``ENOSPC``: the disk is full), the round is not complete: the
+        state file and the files of the finished rounds are as before, the record is not kept and a checkpoint
+        already written for this round is removed (it would be an unlisted, half-saved round, and it frees space).
+        """
         path = self.checkpoint_path(round_index)
         if is_rank0():
             torch_save_atomic({k: _unwrapped(v).state_dict() for k, v in self.save_dict.items()}, path)
         record["checkpoint"] = str(path)
         self.records.append(record)
-        self._write()
+        try:
+            self._write()
+        except BaseException:
+            self.records.pop()
+            if is_rank0():
+                path.unlink(missing_ok=True)
+            raise
         barrier()
 
     def _write(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,15 @@ logger = logging.getLogger(__name__)
 STORE_VERSION = 1
 _ITEMS_FILE = "items.json"
 _ROUND_PREFIX = "round_"
+
+
+def _name_file(error: OSError, tmp: Path, final: Path, current: Path) -> None:
+    """Make ``error`` name the round's file (under ``final``) instead of none (``current``) or a temporary one."""
+    if error.filename is None:
+        error.filename = str(current)
+        return
+    with contextlib.suppress(TypeError, ValueError):  # a file outside tmp keeps its name
+        error.filename = str(final / Path(os.fspath(error.filename)).relative_to(tmp))
 
 
 @dataclass
@@ -149,6 +159,7 @@ class PseudoLabelStore:
             return final
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.root))
+        current = final  # the file being written, named by an OSError that names none
         try:
             pools_meta: dict[str, dict] = {}
             for name, pool in label_set.pools.items():
@@ -157,6 +168,7 @@ class PseudoLabelStore:
                 files = {}
                 for key, array in pool.arrays.items():
                     filename = f"{name}.{key}.npy"
+                    current = final / filename
                     np.save(tmp / filename, np.ascontiguousarray(np.asarray(array)))
                     files[key] = filename
                 pools_meta[name] = {"items": pool.items, "arrays": files}
@@ -167,6 +179,7 @@ class PseudoLabelStore:
                 "meta": label_set.meta,
                 "pools": pools_meta,
             }
+            current = final / _ITEMS_FILE
             write_json_atomic(tmp / _ITEMS_FILE, record, indent=None)
             if final.exists():
                 # replace an older copy: move it aside first (os.replace cannot replace a non-empty folder)
@@ -176,8 +189,10 @@ class PseudoLabelStore:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, final)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno is not None:  # ENOSPC...: name the round's file, not the tmp one
+                _name_file(e, tmp, final, current)
             raise
         logger.info("pseudo labels of round %d saved to %s (%s)", label_set.round_index, final, label_set.sizes())
         return final

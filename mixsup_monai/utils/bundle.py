@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mixsup_monai.utils.errors import InputNotFoundError
+
 __all__ = ["bundle_root_from_argv", "raise_no_input", "run_bundle", "run_dirs"]
 
 
@@ -32,9 +34,11 @@ def bundle_root_from_argv(default: str = ".", argv: list[str] | None = None) -> 
 
 def raise_no_input(where: str, config_id: str) -> None:
     """Fail a bundle run that found no input, naming where it looked and the config ID to override."""
-    raise FileNotFoundError(
-        f"no input slides found in {where!r}; pass slide paths with --{config_id} \"['/path/a.svs', ...]\" "
-        f"or point --dataset_dir at a folder of slides"
+    # an InputNotFoundError (a FileNotFoundError): the bundle run ends with this one line, not a traceback
+    raise InputNotFoundError(
+        "no input slides found",
+        where,
+        f"pass slide paths with --{config_id} \"['/path/a.svs', ...]\" or point --dataset_dir at a folder of slides",
     )
 
 

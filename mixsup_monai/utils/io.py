@@ -28,7 +28,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path``, flush it to disk, then ``os.replace`` it."""
+    """Call ``write(f)`` on a temporary file next to ``path``, flush it to disk, then ``os.replace`` it.
+
+    On failure the temporary file is removed and ``path`` is untouched; an ``OSError`` (e.g. ``ENOSPC``, the disk
+    is full) is re-raised naming ``path`` as its ``filename``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,8 +42,12 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
+            # a failed write (ENOSPC: disk full) names no file, or the temporary one: name the file being written
+            # (only an error with errno/strerror prints its file name; OSError("text") keeps its message)
+            e.filename = str(path)
         raise
     return path
 

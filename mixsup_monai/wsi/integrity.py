@@ -101,7 +101,9 @@ def tiff_header_problem(path: str | os.PathLike) -> str | None:
                         f"{kind} {first} of image {page.index} ends at byte {int(ends[first])}, past the end of "
                         f"the file ({size} bytes; {beyond.size} of its {len(ends)} {kind}s): the file is truncated"
                     )
-    except Exception as e:  # a header tifffile cannot parse: not a TIFF, or broken at its start
+    except tifffile.TiffFileError:  # the first bytes are no TIFF header at all
+        return "its first bytes are not a TIFF header (a file of another kind under a TIFF name?)"
+    except Exception as e:  # a header tifffile cannot parse: broken at its start
         return f"its TIFF header cannot be read ({type(e).__name__}: {e})"
     broken = [m for m in messages if "invalid" in m.lower() and "offset" in m.lower()]
     if broken:

@@ -725,10 +725,13 @@ def _check_slide_path(path: str | os.PathLike) -> Path:
             where,
             "expected a slide file (.svs, .tif, .ndpi, .mrxs, ...); for a DICOM WSI give one of its .dcm files",
         )
-    if not os.access(p, os.R_OK):
+    try:  # opened, not os.access(): what counts is whether this process may read it
+        with open(p, "rb"):
+            pass
+    except PermissionError as e:
         raise InputError(
-            "slide is not readable", where, "you lack read permission; fix it with `chmod a+r` or ask its owner"
-        )
+            "slide is not readable", where, "no read permission for this user; `chmod a+r` it or ask its owner"
+        ) from e
     if p.stat().st_size == 0:
         raise InputError("slide file is empty (0 bytes)", where, "copy the slide again from its source")
     damage = tiff_header_problem(p)

@@ -213,9 +213,10 @@ def _otsu_threshold(rgb: np.ndarray) -> float:
 
 
 def _thumbnail(slide: Slide, max_size: int, max_read_pixels: int) -> tuple[np.ndarray, int, float]:
-    """``(rgb, level, downsample)``: the finest level whose long side is <= max_size, else a scaled read."""
+    """``(rgb, level, downsample)``: the finest usable level whose long side is <= max_size, else a scaled read."""
     info = slide.info
-    candidates = [lv for lv, (w, h) in enumerate(info.level_dimensions) if max(w, h) <= max_size]
+    # Levels that do not decode (``info.skipped_levels``) would give a black or false-colour mask.
+    candidates = [lv for lv in info.usable_levels if max(info.level_dimensions[lv]) <= max_size]
     width, height = info.level_dimensions[0]
     if candidates:
         level = min(candidates)

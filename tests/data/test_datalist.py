@@ -6,12 +6,20 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mixsup_monai.data.datalist import DatalistError, check_datalist, load_datalist
+from mixsup_monai.data.datalist import (
+    TASK_REQUIREMENTS,
+    DatalistError,
+    DatalistProblem,
+    check_datalist,
+    load_datalist,
+    requirements_table,
+)
 from mixsup_monai.wsi import write_pyramidal_tiff
 
 
@@ -169,3 +177,227 @@ def test_cli_exit_code_and_report(cohort):
     )
     assert fail.returncode == 1
     assert "slide label 3 out of range" in fail.stdout
+
+
+# -- the task requirements: one declaration, the checker, the README ---------------------------------
+
+
+def test_readme_datalist_section_holds_exactly_the_requirements_table():
+    """README and code cannot drift: the table rows of README's "### Datalist" are requirements_table()."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Datalist\n", 1)[1].split("\n## ", 1)[0]
+    table_lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert "\n".join(table_lines) + "\n" == requirements_table()
+    # every declared requirement has its row (the renderer cannot silently drop one)
+    for requirements in TASK_REQUIREMENTS.values():
+        for r in requirements:
+            assert r.description.replace("|", "\\|") in requirements_table()
+
+
+def test_every_task_checks_its_declared_requirements_in_order():
+    assert set(TASK_REQUIREMENTS) == {"mixsup", "lsr", "npl"}
+    names = {t: [r.name for r in reqs] for t, reqs in TASK_REQUIREMENTS.items()}
+    assert names == {
+        "mixsup": ["training", "negative_slides", "positive_slides", "pixel_labels"],
+        "lsr": ["training", "blocks", "label_stats", "label_stats_rows"],
+        "npl": ["training", "mask_slide", "proportions", "tumour_mask"],
+    }
+    empty = {"task": "npl", "classes": ["a", "b"], "training": [], "test": [{"image": __file__}]}
+    assert [(p.key, p.message) for p in check_datalist(empty, open_slides=False)] == [
+        ("training", "task 'npl' needs training slides, got none")  # the later requirements are not checked
+    ]
+
+
+def _npl(datalist):
+    image = datalist["training"][0]["image"]
+    return {
+        "name": "npl",
+        "task": "npl",
+        "classes": ["non-cancer", "a", "b"],
+        "training": [
+            {"image": image, "mask": "masks/s0.png", "mask_level": 2},
+            {
+                "image": datalist["training"][1]["image"],
+                "proportions": {"a": 0.7, "b": 0.3},
+                "tumour_mask": "masks/s1.png",
+            },
+            {"image": datalist["test"][0]["image"], "proportions": {"a": 0.5, "b": 0.5}},
+        ],
+        # validation / test slides are scored on their mask: proportions without a tumour outline are fine there
+        "validation": [{"image": "slides/v.tiff", "mask": "masks/s2.png", "mask_level": 2, "proportions": {"a": 1.0}}],
+    }
+
+
+def test_npl_slide_with_proportions_needs_a_tumour_mask(cohort):
+    root, datalist = cohort
+    (root / "slides/v.tiff").write_bytes((root / "slides/s2.tiff").read_bytes())
+    npl = _npl(datalist)
+    path = write(root, npl, "npl_tumour.json")
+    assert check_datalist(path, task="npl", open_slides=False) == [
+        DatalistProblem(
+            str(path),
+            "training[2]",
+            "tumour_mask",
+            "slide has 'proportions' but no 'tumour_mask' (the tumour outline its proportions refer to): "
+            "add a label map 1 = tumour, 0 = other tissue, 255 = glass",
+            str(root / "slides/s2.tiff"),
+        )
+    ]
+    with pytest.raises(DatalistError, match=r"training\[2\] \(.*s2\.tiff\) key 'tumour_mask': slide has"):
+        load_datalist(path, task="npl", open_slides=False)
+    npl["training"][2]["tumour_mask"] = "masks/s2.png"
+    assert check_datalist(write(root, npl, "npl_tumour_ok.json"), task="npl", open_slides=False) == []
+
+
+CLASSES = ["non-tumour", "tumour"]
+
+
+def _table(**changes):
+    table = {
+        "classes": list(CLASSES),
+        "source": "hand-written",
+        "stats": [
+            {"z": 0, "mean": [0.9, 0.1], "std": [0.05, 0.05]},
+            {"z": 1, "mean": [0.3, 0.7], "std": [0.1, 0.1]},
+        ],
+    }
+    table.update(changes)
+    return table
+
+
+def _lsr(datalist, table_path=None):
+    blocks = [{"location": [0, 0], "size": [256, 256], "z": 0}, {"location": [256, 0], "size": [256, 256], "z": 1}]
+    data = {
+        "name": "lsr",
+        "task": "lsr",
+        "classes": list(CLASSES),
+        "training": [{"image": datalist["training"][0]["image"], "blocks": blocks}],
+        "test": [{"image": datalist["test"][0]["image"], "mask": "masks/s2.png", "mask_level": 2, "blocks": blocks}],
+    }
+    if table_path is not None:
+        data["label_stats"] = str(table_path)
+    return data
+
+
+def _lsr_problems(cohort, table, name, edit=None):
+    """``(table path, [(where, key, message), ...])`` of an LSR datalist whose ``label_stats`` is ``table``."""
+    root, datalist = cohort
+    table_path = root / f"{name}.table.json"
+    table_path.write_text(json.dumps(table))  # NaN is written as NaN, which Python's JSON reader accepts
+    data = _lsr(datalist, table_path)
+    if edit is not None:
+        edit(data)
+    problems = check_datalist(write(root, data, f"{name}.json"), task="lsr", open_slides=False)
+    return table_path.resolve(), [(p.where, p.key, p.message) for p in problems]
+
+
+def test_lsr_valid_table_passes(cohort):
+    assert _lsr_problems(cohort, _table(), "lsr_ok")[1] == []
+
+
+def test_lsr_needs_a_top_level_label_stats(cohort):
+    root, datalist = cohort
+    path = write(root, _lsr(datalist), "lsr_no_table.json")
+    assert [(p.where, p.key, p.message) for p in check_datalist(path, task="lsr", open_slides=False)] == [
+        (
+            "",
+            "label_stats",
+            "LSR needs the p(c | z) table: no top-level 'label_stats'; name its JSON file here "
+            "(`python -m mixsup_monai lsr-stats` estimates one)",
+        )
+    ]
+    # a table still to be estimated (lsr-stats): everything else is checked
+    assert check_datalist(path, task="lsr", without=("label_stats", "label_stats_rows"), open_slides=False) == []
+    with pytest.raises(ValueError, match=r"without: unknown requirement\(s\) \['labels_stats'\]"):
+        check_datalist(path, task="lsr", without=("labels_stats",))
+
+
+def test_lsr_table_in_another_layout(cohort):
+    table_path, problems = _lsr_problems(cohort, {"0": {"tumour": [0.1, 0.02]}}, "lsr_layout")
+    assert problems == [
+        (
+            "",
+            "label_stats",
+            f"label-statistics table {str(table_path)!r}: top-level keys ['0'] are not the table layout: expected "
+            '{"classes": [...], "source": "...", "stats": [{"z": 0, "mean": [...], "std": [...]}]}',
+        )
+    ]
+
+
+def test_lsr_table_unreadable(cohort):
+    root, datalist = cohort
+    table_path = root / "lsr_bad_json.table.json"
+    table_path.write_text('{"classes": [')
+    problems = check_datalist(write(root, _lsr(datalist, table_path), "lsr_bad_json.json"), open_slides=False)
+    assert [(p.key, p.message.split(" (")[0]) for p in problems] == [
+        ("label_stats", f"label-statistics table {str(table_path.resolve())!r}: not valid JSON")
+    ]
+
+
+def test_lsr_table_values_each_reported(cohort):
+    stats = [
+        {"z": 0, "mean": [float("nan"), 0.1], "std": [0.05, -0.01]},
+        {"z": 1, "mean": [0.3, 0.7], "std": [0.1, 5.0]},
+    ]
+    table_path, problems = _lsr_problems(cohort, _table(stats=stats), "lsr_values")
+    name = f"label-statistics table {str(table_path)!r}"
+    assert problems == [
+        ("", "label_stats", f"{name}: stats[0].mean[0] = nan: expected a fraction in [0, 1]"),
+        (
+            "",
+            "label_stats",
+            f"{name}: stats[0].std[1] = -0.01: expected a finite standard deviation >= 0 "
+            "(use 0.0 when every block had the same fraction)",
+        ),
+        (
+            "",
+            "label_stats",
+            f"{name}: stats[1].std[1] = 5.0: expected <= 0.5, the largest possible std of a fraction "
+            "(a percentage? divide by 100)",
+        ),
+    ]
+
+
+def test_lsr_table_classes_must_be_the_datalists(cohort):
+    table_path, problems = _lsr_problems(cohort, _table(classes=["tumour", "non-tumour"]), "lsr_classes")
+    assert problems == [
+        (
+            "",
+            "label_stats",
+            f"label-statistics table {str(table_path)!r}: classes = ['tumour', 'non-tumour'] do not match the "
+            "classes of the datalist ['non-tumour', 'tumour'] (same names, different order: the order is the "
+            "network's channel order)",
+        )
+    ]
+
+
+def test_lsr_every_block_z_has_a_row(cohort):
+    def edit(data):
+        data["test"][0]["blocks"] = [
+            {"location": [0, 0], "size": [256, 256], "z": 1},
+            {**data["test"][0]["blocks"][0], "z": 7},
+        ]
+
+    table_path, problems = _lsr_problems(cohort, _table(), "lsr_rows", edit)
+    assert problems == [
+        (
+            "test[0]",
+            "blocks[1].z",
+            f"z = 7 has no row in the label-statistics table {str(table_path)!r} (its z values are [0, 1]); "
+            "add a row for z = 7",
+        )
+    ]
+
+
+def test_load_datalist_takes_the_bundles_label_stats_override(cohort, tmp_path, monkeypatch):
+    root, datalist = cohort
+    path = write(root, _lsr(datalist), "lsr_override.json")
+    with pytest.raises(DatalistError, match="no top-level 'label_stats'"):
+        load_datalist(path, task="lsr", open_slides=False)
+    (tmp_path / "table.json").write_text(json.dumps(_table(stats=_table()["stats"][:1])))
+    monkeypatch.chdir(tmp_path)  # the override (a command-line value) is relative to the current folder
+    with pytest.raises(DatalistError, match=r"test\[0\] \(.*\) key 'blocks\[1\]\.z': z = 1 has no row"):
+        load_datalist(path, task="lsr", open_slides=False, label_stats="table.json")
+    (tmp_path / "table.json").write_text(json.dumps(_table()))
+    loaded = load_datalist(path, task="lsr", open_slides=False, label_stats="table.json")
+    assert loaded["label_stats"] == str((tmp_path / "table.json").resolve())

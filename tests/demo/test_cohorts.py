@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mixsup_monai.data import check_datalist
 from mixsup_monai.demo import DEMO_VERSION, TASK_CLASSES, group_sizes, lsr_z, make_demo_cohort
 
 openslide = pytest.importorskip("openslide")
@@ -88,6 +89,7 @@ def test_datalist_contract(cohorts, task):
     assert all(data[split] for split in ("training", "validation", "test"))
     for s in data["test"]:  # test slides carry pixel truth everywhere
         assert "mask" in s and "mask_level" in s
+    assert check_datalist(cohorts[task], task=task) == []  # every start-up requirement of its bundle holds
 
 
 @pytest.mark.parametrize("task", list(SMALL))

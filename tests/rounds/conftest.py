@@ -106,3 +106,9 @@ def runner_factory(tiny_cohort):
         return build_runner(tiny_cohort, ckpt_dir, max_rounds, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def runner_builder():
+    """:func:`build_runner` itself, for tests that build runners on another cohort (e.g. a copy they damage)."""
+    return build_runner

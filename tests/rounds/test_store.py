@@ -120,3 +120,20 @@ def test_write_json_atomic_keeps_the_old_file_when_serialisation_fails(tmp_path)
         write_json_atomic(path, {"rounds": [object()]})
     assert json.loads(path.read_text()) == {"rounds": [1]}
     assert [p.name for p in tmp_path.iterdir()] == ["rounds.json"]
+
+
+def test_a_full_disk_names_the_rounds_file_not_the_temporary_one(tmp_path, monkeypatch):
+    import errno
+
+    store = PseudoLabelStore(tmp_path)
+
+    def full_disk(file, array):
+        with open(file, "wb") as f:
+            f.write(b"\x93NUMPY")  # the first bytes fit
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() reports it: no file name
+
+    monkeypatch.setattr(store_module.np, "save", full_disk)
+    with pytest.raises(OSError) as raised:
+        store.save(_label_set(round_index=2))
+    assert raised.value.filename == str(tmp_path / "round_02" / "positive.label.npy")
+    assert list(tmp_path.iterdir()) == []  # the temporary folder is removed

@@ -35,5 +35,5 @@ def test_tracking_locations_write_nothing(tmp_path):
 
 
 def test_raise_no_input_names_folder_and_key():
-    with pytest.raises(FileNotFoundError, match=r"no input slides found in '/data/x'.*--input_slides"):
+    with pytest.raises(FileNotFoundError, match=r"^no input slides found \(/data/x\): pass .*--input_slides"):
         raise_no_input("/data/x", "input_slides")

@@ -42,3 +42,22 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, wri
             torch_save_atomic({"x": Unserialisable()}, path)
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+@pytest.mark.parametrize("writer", ["json", "torch"])
+def test_a_full_disk_names_the_file_being_written(tmp_path, writer, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "rounds.json"
+    path.write_text("old")
+
+    def full_disk(fd):  # the data reached the page cache, the disk has no room for it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as raised:
+        write_json_atomic(path, {"rounds": []}) if writer == "json" else torch_save_atomic({"x": 1}, path)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)  # not the temporary file
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rounds.json"]

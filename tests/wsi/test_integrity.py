@@ -11,7 +11,7 @@ import tifffile
 from skimage import data as skdata
 
 from mixsup_monai.utils.errors import InputError
-from mixsup_monai.wsi import TiffTileReader, open_slide, tiff_header_problem, write_pyramidal_tiff
+from mixsup_monai.wsi import TiffTileReader, detect_tissue, open_slide, tiff_header_problem, write_pyramidal_tiff
 from mixsup_monai.wsi.integrity import colour_mismatch, level_problems
 from mixsup_monai.wsi.plain_image import PlainImage
 from mixsup_monai.wsi.reader import _VERDICTS
@@ -82,6 +82,8 @@ def test_level_that_does_not_decode_is_skipped(tmp_path, pyramid, caplog):
         ):
             slide.read_region((0, 0), (16, 16), level=2)
         assert slide.info.to_dict()["skipped_levels"]["2"].startswith("it decodes to other colours")
+        tissue = detect_tissue(slide, max_size=256)  # level 2 (256 px) is the one it would read on a whole slide
+        assert tissue.level == 3 and tissue.fraction > 0.5
     with open_slide(pyramid) as slide:
         assert slide.info.skipped_levels == () and slide.level_for_downsample(4.0) == 2
 
