@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -110,6 +115,9 @@ class SlidePatchPredictor:
         grid_cache_dir: folder where patch grids are cached on disk (``None``: memory only).
         progress: show a progress bar (tqdm).
         backends: reader order for the slides.
+        output_dir: folder where each slide's outputs are written batch by batch and handed out memory-mapped
+            (``None``: kept in memory). A slide's file is deleted when the next slide is asked for, so memory
+            holds a batch and disk one slide -- for pixel maps at scale (512² float16 maps: 0.5 MB per patch).
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class SlidePatchPredictor:
         grid_cache_dir: str | None = None,
         progress: bool = True,
         backends: Sequence[str] = DEFAULT_BACKENDS,
+        output_dir: str | os.PathLike | None = None,
     ) -> None:
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
             raise ValueError(f"patch_size must be a positive int, got {patch_size!r}.")
@@ -155,6 +164,7 @@ class SlidePatchPredictor:
         self.grid_cache_dir = grid_cache_dir
         self.progress = progress
         self.backends = tuple(backends)
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self._grids: dict[str, tuple[PatchGrid, tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------ patch grids
@@ -241,13 +251,11 @@ class SlidePatchPredictor:
             for i in range(len(slides)):
                 yield empty(i)
             return
-        ends = np.cumsum([len(p) for p in per_slide])  # patches predicted once slide i is complete
         dataset = WSIPatchDataset(items, dtype=torch.float32, backends=self.backends)
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
         was_training = network.training
         network.eval()
-        buffer: list[torch.Tensor] = []  # outputs not yet handed out, in patch order
-        done, next_slide = 0, 0
+        sink = _SlideOutputs(per_slide, self.output_dtype, self.output_dir)
         bar = None
         if self.progress and has_tqdm:
             bar = tqdm(total=len(items), desc=description, unit="patch", leave=False)
@@ -255,39 +263,102 @@ class SlidePatchPredictor:
             for batch in loader:
                 with torch.no_grad():  # only around the forward pass: the caller runs between yields
                     out = self._activate(network(batch["image"].to(self.device))).detach().cpu()
-                buffer.append(out.to(self.output_dtype))
-                done += out.shape[0]
                 if bar is not None:
                     bar.update(out.shape[0])
-                while next_slide < len(slides) and ends[next_slide] <= done:
-                    n = len(per_slide[next_slide])
-                    if n == 0:
-                        yield empty(next_slide)
-                        next_slide += 1
+                out = out.to(self.output_dtype)
+                for index, outputs, scores in sink.add(out, self._score(out)):  # scores of the stored values
+                    if outputs is None:
+                        yield empty(index)
                         continue
-                    pending = torch.cat(buffer) if len(buffer) > 1 else buffer[0]
-                    slide_out, rest = pending[:n].clone(), pending[n:]
-                    buffer = [rest] if len(rest) else []
-                    grid, size = meta[next_slide]
+                    grid, size = meta[index]
                     yield SlidePrediction(
-                        slide=slides[next_slide],
-                        items=per_slide[next_slide],
-                        outputs=slide_out,
-                        scores=self._score(slide_out),
+                        slide=slides[index],
+                        items=per_slide[index],
+                        outputs=outputs,
+                        scores=scores,
                         downsample=float(grid.downsample),
                         slide_size=(int(size[0]), int(size[1])),
                     )
-                    next_slide += 1
         finally:
             if bar is not None:
                 bar.close()
             dataset.close()
+            sink.close()
             network.train(was_training)
-        while next_slide < len(slides):
-            yield empty(next_slide)
-            next_slide += 1
+        for index in range(sink.next_slide, len(slides)):
+            yield empty(index)
 
     __call__ = predict
+
+
+class _SlideOutputs:
+    """Collects batches of patch outputs (in slide order) and hands out each slide's once it is complete.
+
+    In memory, or with ``folder`` in one ``.npy`` per slide appended batch by batch and handed out memory-mapped
+    (read-only); the file of a slide is deleted when the next batch arrives after it was handed out (the consumer
+    has moved on; a view it kept stays valid, unlinked files stay mapped).
+    """
+
+    def __init__(self, per_slide: Sequence[Sequence], dtype: torch.dtype, folder: Path | None) -> None:
+        self.sizes = [len(p) for p in per_slide]
+        self.dtype = dtype
+        self.folder = None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folder = Path(tempfile.mkdtemp(prefix=".predict.", dir=folder))
+        self.next_slide, self.filled = 0, 0
+        self.outputs: list[torch.Tensor] | BinaryIO | None = None
+        self.scores: list[torch.Tensor] = []
+        self.handed_out: list[Path] = []
+
+    def add(self, outputs: torch.Tensor, scores: torch.Tensor) -> Iterator[tuple[int, torch.Tensor | None, Any]]:
+        """Take a batch; per slide it completes yield ``(slide index, outputs, scores)`` (``None`` without patches)."""
+        for old in self.handed_out:
+            old.unlink(missing_ok=True)
+        self.handed_out = []
+        while len(outputs) or (self.next_slide < len(self.sizes) and self.sizes[self.next_slide] == 0):
+            if self.next_slide >= len(self.sizes):  # pragma: no cover - the loader yields exactly the patches
+                raise RuntimeError("more outputs than patches")
+            n = self.sizes[self.next_slide]
+            if n == 0:
+                yield self.next_slide, None, None
+                self.next_slide += 1
+                continue
+            take = min(n - self.filled, len(outputs))
+            self._write(outputs[:take])
+            self.scores.append(scores[:take])
+            outputs, scores = outputs[take:], scores[take:]
+            self.filled += take
+            if self.filled == n:
+                yield self.next_slide, self._slide_outputs(), torch.cat(self.scores)
+                self.next_slide, self.filled, self.outputs, self.scores = self.next_slide + 1, 0, None, []
+
+    def _write(self, rows: torch.Tensor) -> None:
+        if self.folder is None:
+            self.outputs = [*(self.outputs or []), rows]
+            return
+        if self.outputs is None:  # appended with write(), not through a writable map: no dirty mapped pages
+            self.outputs = open(self.folder / f"slide_{self.next_slide:05d}.npy", "wb")  # noqa: SIM115 - closed below
+            header = {"descr": np.lib.format.dtype_to_descr(rows.numpy().dtype), "fortran_order": False}
+            header["shape"] = (self.sizes[self.next_slide], *rows.shape[1:])
+            np.lib.format.write_array_header_1_0(self.outputs, header)
+        self.outputs.write(np.ascontiguousarray(rows.numpy()).tobytes())
+
+    def _slide_outputs(self) -> torch.Tensor:
+        if self.folder is None:
+            return torch.cat(self.outputs) if len(self.outputs) > 1 else self.outputs[0]
+        self.outputs.close()
+        file = Path(self.outputs.name)
+        self.handed_out.append(file)
+        with warnings.catch_warnings():  # torch warns that the read-only map cannot be written; nothing writes it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.load(file, mmap_mode="r"))
+
+    def close(self) -> None:
+        if hasattr(self.outputs, "close"):  # stopped in the middle of a slide
+            self.outputs.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def stitch_patch_maps(

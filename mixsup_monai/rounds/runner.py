@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -32,7 +33,17 @@ logger = logging.getLogger(__name__)
 
 #: A rule turns the predictions of one pass over the slides into the pseudo labels of the next round:
 #: ``rule(predictions, round_index=r, previous=labels of round r-1 or None) -> PseudoLabelSet``.
+#: ``rule(predictions, round_index=, previous=[, labels=]) -> PseudoLabelSet``; given ``labels`` (the store's set
+#: of the round, which writes each slide's arrays to disk at once), a rule fills and returns it.
 Rule = Callable[..., PseudoLabelSet]
+
+
+def _accepts_labels(rule: Rule) -> bool:
+    try:
+        parameters = inspect.signature(rule).parameters
+    except (TypeError, ValueError):  # a callable without a signature: call it the old way
+        return False
+    return "labels" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 class RoundEvents(EventEnum):
@@ -113,7 +124,8 @@ class RoundRunner(Engine):
             :class:`~mixsup_monai.rounds.PoolDataset`.
         predictor: the E-step :class:`~mixsup_monai.rounds.SlidePatchPredictor`.
         slides: datalist entries the E-step predicts (MixSup: image-labelled training slides).
-        rule: pseudo-label rule, ``rule(predictions, round_index=, previous=) -> PseudoLabelSet``
+        rule: pseudo-label rule, ``rule(predictions, round_index=, previous=, labels=) -> PseudoLabelSet`` (filling
+            ``labels``, the store's set of the round, slide by slide; a rule without ``labels`` returns a set)
             (MixSup: :class:`~mixsup_monai.methods.mixsup.MixSupRule`).
         scorer: ``scorer(predictions, round_index=) -> {name: float}`` (MixSup:
             :class:`~mixsup_monai.methods.mixsup.TopKSlideClassifier`, metric ``stage2_loss``); ``None``: no score.
@@ -329,11 +341,13 @@ class RoundRunner(Engine):
             for _ in stream:
                 pass
             return None
-        labels = rule(stream, round_index=round_index, previous=previous)
-        if not isinstance(labels, PseudoLabelSet):
-            raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
-        labels.round_index = round_index
-        self.store.save(labels)
+        with self.store.open_round(round_index) as sink:
+            extra = {"labels": sink} if _accepts_labels(rule) else {}  # a rule without it returns labels in memory
+            labels = rule(stream, round_index=round_index, previous=previous, **extra)
+            if not isinstance(labels, PseudoLabelSet):
+                raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
+            labels.round_index = round_index
+            self.store.save(labels)
         barrier()
         return labels
 

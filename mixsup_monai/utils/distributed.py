@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["barrier", "is_rank0"]
+__all__ = ["barrier", "is_rank0", "rank"]
 
 
 def is_distributed() -> bool:
@@ -15,6 +15,11 @@ def is_distributed() -> bool:
 def is_rank0() -> bool:
     """True outside distributed runs and on rank 0 (the only rank that writes files)."""
     return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def rank() -> int:
+    """This process's rank (0 outside distributed runs)."""
+    return torch.distributed.get_rank() if is_distributed() else 0
 
 
 def barrier() -> None:

@@ -17,7 +17,7 @@ from ignite.engine import Events
 import mixsup_monai.utils.io as io_module
 from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
 from mixsup_monai.rounds import STATE_FILE, RoundEvents
-from mixsup_monai.utils.errors import InputNotFoundError, error_line
+from mixsup_monai.utils.errors import InputError, InputNotFoundError, error_line
 
 RESUME_FIX = "restore it and resume the run (--resume true); finished rounds are kept"
 DISK_FULL_FIX = "free disk space and resume the run (--resume true); finished rounds are kept"
@@ -116,6 +116,31 @@ def test_a_deleted_slide_stops_the_run_and_a_resume_after_restoring_it_finishes(
     assert {"rounds.json", "rounds/round_00.pt", "pseudo_labels/round_01/items.json"} <= set(on_disk)
     assert _snapshot(ckpt) == on_disk  # round 0 and round 1's labels byte-identical, nothing else written
     assert _listed_rounds(ckpt) == [0]
+    _resume(build, ckpt, reference, finished=1)
+
+
+def test_a_slide_damaged_during_an_e_step_fails_the_round_and_leaves_no_shard(build, reference, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    runner, _, _ = build(ckpt)
+    victim = Path(runner.slides[2]["image"])  # not yet opened when the first slide is predicted (32-patch batches)
+    original = victim.read_bytes()
+    on_disk: dict[str, str] = {}
+
+    def damage_a_later_slide(engine):
+        if engine.state.round == 1 and not on_disk:  # round 1's E-step: the labels of round 2, slide by slide
+            on_disk.update(_snapshot(ckpt))
+            victim.write_bytes(original[: len(original) // 2])
+
+    runner.add_event_handler(RoundEvents.SLIDE_PREDICTED, damage_a_later_slide)
+    try:
+        with pytest.raises(InputError) as raised:
+            runner.run()
+    finally:
+        victim.write_bytes(original)
+    assert error_line(raised.value).startswith(f"error: slide file is damaged ({victim}): ")
+    assert "the file is truncated; copy the slide again from its source" in error_line(raised.value)
+    assert _snapshot(ckpt) == on_disk  # rounds 0-1 byte-identical; the failed E-step's shards are gone
+    assert not list(ckpt.rglob("*.tmp")) and _listed_rounds(ckpt) == [0]
     _resume(build, ckpt, reference, finished=1)
 
 

@@ -33,6 +33,24 @@ def test_predicts_every_tissue_patch_of_every_slide_in_order(tiny_cohort):
     assert 128 <= top[0] < 256 and 128 <= top[1] < 256
 
 
+def test_outputs_written_to_disk_slide_by_slide_equal_the_in_memory_ones(tiny_cohort, tmp_path):
+    slides = load_datalist(tiny_cohort, task="mixsup")["training"]
+    kwargs = {"patch_size": 32, "level": 1, "batch_size": 5, "progress": False, "output_dtype": torch.float16}
+    in_memory = list(SlidePatchPredictor(MeanColour(), **kwargs).predict(slides))
+    predictor = SlidePatchPredictor(MeanColour(), output_dir=tmp_path / "e_step", **kwargs)
+    on_disk = []
+    for pred in predictor.predict(slides):  # batches of 5 cross the slides' 36-patch boundaries
+        files = list((tmp_path / "e_step").rglob("slide_*.npy"))
+        assert [f.name for f in files] == [f"slide_{len(on_disk):05d}.npy"]  # one slide's file, the earlier gone
+        assert isinstance(pred.outputs, torch.Tensor) and pred.outputs.dtype == torch.float16
+        on_disk.append((pred.outputs.clone(), pred.scores))
+    assert list((tmp_path / "e_step").iterdir()) == []  # nothing left behind
+    assert len(on_disk) == len(in_memory) == len(slides)
+    for (outputs, scores), reference in zip(on_disk, in_memory):
+        torch.testing.assert_close(outputs, reference.outputs, rtol=0, atol=0)
+        torch.testing.assert_close(scores, reference.scores, rtol=0, atol=0)
+
+
 def test_predictor_needs_a_network(tiny_cohort):
     slides = load_datalist(tiny_cohort, task="mixsup")["training"]
     with pytest.raises(ValueError, match="no network given"):

@@ -105,17 +105,18 @@ def mixsup_pseudo_labels(
     n = p.shape[0]
     positive = _as_slide_labels(slide_labels, n).to(p.device)
     if p.numel() > 0:
-        lo, hi = float(p.min()), float(p.max())
-        if torch.isnan(p).any() or lo < 0.0 or hi > 1.0:
+        lo, hi = (float(v) for v in torch.aminmax(p))  # one pass; a NaN makes both NaN
+        if lo != lo or hi != hi or lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"probs must be probabilities in [0, 1] (apply a sigmoid to logits first), got values in "
                 f"[{lo:.4g}, {hi:.4g}]."
             )
     keep = p.flatten(1).amax(dim=1) >= threshold
-    scaled = torch.clamp(p * scale, 0.0, 1.0)
-    scaled = torch.where(scaled < min_value, torch.zeros_like(scaled), scaled)
-    mask = positive.reshape((n,) + (1,) * (p.ndim - 1))
-    labels = torch.where(mask, scaled, torch.zeros_like(scaled))
+    # in place on the one new tensor: maps of 512² px make every temporary count
+    labels = torch.mul(p, scale).clamp_(0.0, 1.0)
+    labels.masked_fill_(labels < min_value, 0.0)
+    if not bool(positive.all()):
+        labels.masked_fill_(~positive.reshape((n,) + (1,) * (p.ndim - 1)), 0.0)
     return labels, keep
 
 
@@ -206,18 +207,19 @@ def mixsup_pseudo_label_stats(
     if k.numel() != n:
         raise ValueError(f"keep must have one entry per patch: expected {n}, got {k.numel()}.")
     pos = _as_slide_labels(slide_labels, n).to(lab.device)
-    y_plus = lab[k & pos]
+    rows = k & pos
+    y_plus = lab if bool(rows.all()) else lab[rows]  # no copy when every patch is a kept positive one
     return MixSupPseudoLabelStats(
         patches=int(n),
         kept=int(k.sum()),
-        kept_positive=int((k & pos).sum()),
+        kept_positive=int(rows.sum()),
         hard_negatives=int((k & ~pos).sum()),
         dropped_positive=int((~k & pos).sum()),
         dropped_negative=int((~k & ~pos).sum()),
-        positive_pixels=int((y_plus >= positive_cutoff).sum()),
-        nonzero_pixels=int((y_plus > 0).sum()),
+        positive_pixels=int(torch.count_nonzero(y_plus >= positive_cutoff)),
+        nonzero_pixels=int(torch.count_nonzero(y_plus)),
         positive_slide_pixels=int(y_plus.numel()),
-        label_sum=float(y_plus.double().sum()),
+        label_sum=float(y_plus.sum(dtype=torch.float64)),
     )
 
 

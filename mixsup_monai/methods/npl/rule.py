@@ -147,14 +147,25 @@ class NPLRule:
 
     # ------------------------------------------------------------------ the rule
     def __call__(
-        self, predictions: Iterable[SlidePrediction], round_index: int, previous: PseudoLabelSet | None = None
+        self,
+        predictions: Iterable[SlidePrediction],
+        round_index: int,
+        previous: PseudoLabelSet | None = None,
+        labels: PseudoLabelSet | None = None,
     ) -> PseudoLabelSet:
+        """The pools of round ``round_index``; the negative pool is filled slide by slide into ``labels``.
+
+        ``labels`` (default: a new set in memory) is the round runner's set of
+        :meth:`~mixsup_monai.rounds.PseudoLabelStore.open_round`, which writes each slide's arrays at once. The
+        positive pool is added at the end: its class-balanced oversampling needs every slide's positive labels.
+        """
+        labels = PseudoLabelSet(round_index) if labels is None else labels
+        labels.add("negative", [])
         c_all = len(self.classes)
         cols = torch.as_tensor(self.columns)
         prev = self._previous_negatives(previous)
         pos_items: list[dict] = []
-        neg_items: list[dict] = []
-        neg_arrays: list[np.ndarray] = []
+        n_negative = 0
         selections: list[ProportionSelection] = []
         skipped: list[str] = []
         accumulated = np.zeros(c_all, np.int64)
@@ -190,9 +201,9 @@ class NPLRule:
                 if truth is not None and truth[i] != IGNORE_INDEX:
                     truth_hits["positive"][0] += int(truth[i] == cls)
                     truth_hits["positive"][1] += 1
-            for i in np.flatnonzero(negative.any(axis=1)).tolist():
-                neg_items.append(training_item(pred, i))
-                neg_arrays.append(negative[i])
+            rows = np.flatnonzero(negative.any(axis=1))
+            labels.add("negative", [training_item(pred, i) for i in rows.tolist()], {"negative": negative[rows]})
+            n_negative += len(rows)
             if truth is not None:
                 new = sel.negative.numpy()
                 known = truth != IGNORE_INDEX
@@ -215,14 +226,13 @@ class NPLRule:
         if self.oversample:
             pos_items = oversample_by_class(pos_items, "label")
         stats = self._stats(selections, accumulated, skipped, unique_positive, len(pos_items), truth_hits)
-        pools = {
-            "positive": PseudoLabelPool(pos_items),
-            "negative": PseudoLabelPool(
-                neg_items, {"negative": np.stack(neg_arrays) if neg_arrays else np.zeros((0, c_all), bool)}
-            ),
-        }
-        meta = {**self.config(), "slides": per_slide, "skipped": skipped}
-        return PseudoLabelSet(round_index=round_index, pools=pools, stats=stats, meta=meta)
+        if n_negative == 0:  # the pool's array keeps its (0, C) shape for the next round's union
+            labels.pools["negative"] = PseudoLabelPool([], {"negative": np.zeros((0, c_all), bool)})
+        labels.add("positive", pos_items)
+        labels.pools = {"positive": labels.pools["positive"], "negative": labels.pools["negative"]}  # stored order
+        labels.stats = stats
+        labels.meta = {**self.config(), "slides": per_slide, "skipped": skipped}
+        return labels
 
     def _stats(
         self,

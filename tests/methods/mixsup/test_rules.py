@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,33 @@ def test_top_k_mil_rule_takes_each_slides_best_patches():
         ("n.tif", 0, 0.0),
         ("n.tif", 128, 0.0),
     ]
+
+
+def _random_slide(index: int, label: int, n: int) -> SlidePrediction:
+    g = torch.Generator().manual_seed(index)
+    maps = (torch.rand(n, 6, 6, generator=g) ** 2).tolist()  # many patches below T = 0.4, many above
+    return _pred(label, maps, f"slide{index}")
+
+
+@pytest.mark.parametrize("chunk", [2**24, 3 * 36], ids=["one_chunk", "chunks_of_3_patches"])
+def test_mixsup_rule_written_slide_by_slide_gives_the_in_memory_targets(tmp_path, monkeypatch, chunk):
+    from mixsup_monai.rounds import PseudoLabelStore
+
+    monkeypatch.setattr(MixSupRule, "CHUNK_VALUES", chunk)
+    slides = [_random_slide(i, i % 2, n=7 + i) for i in range(5)]
+    rule = MixSupRule()
+    monkeypatch.setattr(MixSupRule, "CHUNK_VALUES", 2**24)
+    in_memory = rule(slides, round_index=1)  # the reference: one chunk per slide, nothing on disk
+    monkeypatch.setattr(MixSupRule, "CHUNK_VALUES", chunk)
+    store = PseudoLabelStore(tmp_path)
+    with store.open_round(1) as sink:
+        store.save(rule(slides, round_index=1, labels=sink))
+    stored = store.load(1)
+    assert stored.sizes() == in_memory.sizes() and stored.stats == in_memory.stats
+    for name, pool in in_memory.pools.items():
+        assert stored.pools[name].items == pool.items
+    array = stored.pools["positive"].arrays["label"]
+    assert len(array.shards) == (2 if chunk > 10**6 else 3 + 4)  # per positive slide (8 and 10 patches) or 3 patches
+    torch.testing.assert_close(  # the training targets: identical, float16 as before
+        torch.as_tensor(np.asarray(array)), torch.as_tensor(np.asarray(in_memory.pools["positive"].arrays["label"]))
+    )
