@@ -17,9 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.utils import StrEnum, look_up_option, optional_import
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mixsup_monai.data.patch_dataset import WSIPatchDataset
+from mixsup_monai.utils.distributed import is_distributed
 from mixsup_monai.wsi.grid import PatchGrid, build_patch_grid
 from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, open_slide
 from mixsup_monai.wsi.tissue import detect_tissue
@@ -287,6 +289,55 @@ class SlidePatchPredictor:
             network.train(was_training)
         for index in range(sink.next_slide, len(slides)):
             yield empty(index)
+
+    def predict_across_ranks(
+        self,
+        slides: Sequence[Mapping],
+        folder: str | os.PathLike,
+        network: torch.nn.Module | None = None,
+        description: str = "predict",
+    ) -> Iterator[SlidePrediction]:
+        """:meth:`predict` with the slides split across the ``torch.distributed`` ranks; every rank yields them all.
+
+        Rank ``r`` of ``w`` predicts slides ``r, r + w, ...`` and writes each one's outputs and scores to
+        ``folder`` (shared by the ranks: on several nodes a shared file system, like the checkpoints); after a
+        barrier every rank yields every slide's prediction in ``slides`` order, memory-mapped from there. The
+        outputs are those of one process (each patch is predicted alone in eval mode), the network forward and
+        reading are split ``w`` ways. Outside a process group this is :meth:`predict`. Delete ``folder`` when done.
+
+        Args:
+            slides: datalist entries, the same list on every rank.
+            folder: where the ranks put their slides' outputs (created; an empty or new folder).
+            network: the model (a ``DistributedDataParallel`` wrapper is unwrapped: ranks predict different
+                numbers of batches, and the wrapper's collective calls would wait for each other).
+            description: label of the progress bar.
+        """
+        network = network if network is not None else self.network
+        if not is_distributed():
+            yield from self.predict(slides, network, description)
+            return
+        network = getattr(network, "module", network) if isinstance(network, DistributedDataParallel) else network
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        slides = [dict(s) for s in slides]
+        mine = list(range(rank, len(slides), world))
+        own = [slides[i] for i in mine]
+        for index, pred in zip(mine, self.predict(own, network, f"{description} (rank {rank})")):
+            if len(pred):
+                np.save(folder / f"slide_{index:05d}.scores.npy", pred.scores.numpy())
+                np.save(folder / f"slide_{index:05d}.npy", pred.outputs.numpy())
+        torch.distributed.barrier()
+        for index, slide in enumerate(slides):
+            items = self.items(slide)
+            grid, size = self.grid(slide)
+            outputs = scores = torch.zeros(0)
+            if items:
+                with warnings.catch_warnings():  # a read-only map: nothing writes it
+                    warnings.simplefilter("ignore", UserWarning)
+                    outputs = torch.from_numpy(np.load(folder / f"slide_{index:05d}.npy", mmap_mode="r"))
+                scores = torch.from_numpy(np.load(folder / f"slide_{index:05d}.scores.npy"))
+            yield SlidePrediction(slide, items, outputs, scores, float(grid.downsample), (int(size[0]), int(size[1])))
 
     __call__ = predict
 

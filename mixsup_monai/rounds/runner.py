@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -334,21 +335,28 @@ class RoundRunner(Engine):
         kept = [] if kept is None else kept
         self._check_slides((s.get("image") for s in self.slides), "prediction")
         self.state.prediction_round = round_index - 1
+        shared = self.ckpt_dir / "e_step" / f"round_{round_index - 1:02d}"  # the ranks' outputs, under torchrun
+        description = f"round {round_index - 1} predict"
         stream = self._observe(
-            self.predictor.predict(self.slides, self.network, description=f"round {round_index - 1} predict"), kept
+            self.predictor.predict_across_ranks(self.slides, shared, self.network, description), kept
         )
-        if rule is None:
+        labels = None
+        if rule is None or not is_rank0():  # one rule over every slide: the labels of one process, on rank 0
             for _ in stream:
                 pass
-            return None
-        with self.store.open_round(round_index) as sink:
-            extra = {"labels": sink} if _accepts_labels(rule) else {}  # a rule without it returns labels in memory
-            labels = rule(stream, round_index=round_index, previous=previous, **extra)
-            if not isinstance(labels, PseudoLabelSet):
-                raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
-            labels.round_index = round_index
-            self.store.save(labels)
+        else:
+            with self.store.open_round(round_index) as sink:
+                extra = {"labels": sink} if _accepts_labels(rule) else {}  # without it a rule returns labels
+                labels = rule(stream, round_index=round_index, previous=previous, **extra)
+                if not isinstance(labels, PseudoLabelSet):
+                    raise TypeError(f"the pseudo-label rule must return a PseudoLabelSet, got {type(labels).__name__}")
+                labels.round_index = round_index
+                self.store.save(labels)
         barrier()
+        if is_rank0():
+            shutil.rmtree(shared, ignore_errors=True)
+        if rule is not None and labels is None:
+            labels = self.store.load(round_index)
         return labels
 
     def _round(self, engine: Any, _: Any) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
-from monai.transforms import Compose, RandFlipd, RandRotate90d
+from monai.transforms import Compose, Lambdad, RandFlipd, RandRotate90d
 from monai.utils import set_determinism
 
 from mixsup_monai.data.mixing_sampler import RatioBatchSampler
@@ -58,6 +58,11 @@ def balanced_bce(probs: torch.Tensor, labels: torch.Tensor) -> float:
     losses = -(y * p.log() + (1 - y) * (1 - p).log())
     parts = [losses[y == c].mean() for c in (0.0, 1.0) if bool((y == c).any())]
     return float(torch.stack(parts).mean())
+
+
+def _to_unit_float(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 patches 0-255 as float32 in [0, 1]."""
+    return patches.float().div(255.0)
 
 
 class TopKMeanClassifier(torch.nn.Module):
@@ -232,16 +237,16 @@ class TopKSlideClassifier:
         seed = round_seed(self.seed, round_index)
         set_determinism(seed=seed)
         self.reset()
-        data = [{"image": bags[i].float().div(255.0), "label": labels[i : i + 1].clone()} for i in range(len(bags))]
-        transform = None
+        # uint8 until a slide is drawn: float copies of every slide's K patches would be 4x the bags' memory
+        data = [{"image": bags[i], "label": labels[i : i + 1].clone()} for i in range(len(bags))]
+        steps = [Lambdad(keys="image", func=_to_unit_float)]
         if self.augment:
-            transform = Compose(
-                [
-                    RandFlipd(keys="image", prob=0.5, spatial_axis=0),
-                    RandFlipd(keys="image", prob=0.5, spatial_axis=1),
-                    RandRotate90d(keys="image", prob=0.5),
-                ]
-            )
+            steps += [
+                RandFlipd(keys="image", prob=0.5, spatial_axis=0),
+                RandFlipd(keys="image", prob=0.5, spatial_axis=1),
+                RandRotate90d(keys="image", prob=0.5),
+            ]
+        transform = Compose(steps)
         dataset = Dataset(data, transform=transform)
         sampler = RatioBatchSampler(
             [neg, pos],

@@ -25,6 +25,18 @@ def _key(item: Mapping) -> tuple[str, int, int]:
     return str(item["image"]), int(item["location"][0]), int(item["location"][1])
 
 
+def _slide_summary(patches: int, sel: ProportionSelection) -> dict[str, Any]:
+    """What ``meta["slides"]`` records of one slide's selection."""
+    return {
+        "patches": patches,
+        "sae": sel.sae,
+        "tcr": [round(float(v), 6) for v in sel.tcr],
+        "pcr": [round(float(v), 6) for v in sel.pcr],
+        "positive": sel.n_positive.tolist(),
+        "negative": sel.n_negative.tolist(),
+    }
+
+
 class NPLRule:
     """NPL E-step (Tokunaga et al., §3-4; METHODS.md §3) as a rule of :class:`~mixsup_monai.rounds.RoundRunner`.
 
@@ -194,32 +206,14 @@ class NPLRule:
             negative_sub = sel.negative | prev_rows if (prev_rows is not None and self.accumulate) else sel.negative
             negative = np.zeros((len(pred), c_all), bool)
             negative[:, self.columns] = negative_sub.numpy()
-            truth = self._truth(pred)
             for i in torch.nonzero(sel.positive >= 0).reshape(-1).tolist():
-                cls = self.columns[int(sel.positive[i])]
-                pos_items.append(training_item(pred, i, label=cls))
-                if truth is not None and truth[i] != IGNORE_INDEX:
-                    truth_hits["positive"][0] += int(truth[i] == cls)
-                    truth_hits["positive"][1] += 1
+                pos_items.append(training_item(pred, i, label=self.columns[int(sel.positive[i])]))
             rows = np.flatnonzero(negative.any(axis=1))
             labels.add("negative", [training_item(pred, i) for i in rows.tolist()], {"negative": negative[rows]})
             n_negative += len(rows)
-            if truth is not None:
-                new = sel.negative.numpy()
-                known = truth != IGNORE_INDEX
-                for i, j in zip(*np.nonzero(new)):
-                    if known[i]:
-                        truth_hits["negative"][0] += int(truth[i] != self.columns[j])
-                        truth_hits["negative"][1] += 1
+            self._count_truth_hits(self._truth(pred), sel, truth_hits)
             accumulated += negative.sum(axis=0)
-            per_slide[name] = {
-                "patches": len(pred),
-                "sae": sel.sae,
-                "tcr": [round(float(v), 6) for v in sel.tcr],
-                "pcr": [round(float(v), 6) for v in sel.pcr],
-                "positive": sel.n_positive.tolist(),
-                "negative": sel.n_negative.tolist(),
-            }
+            per_slide[name] = _slide_summary(len(pred), sel)
         if not selections:
             raise ValueError(f"NPL: none of the weak slides has a tumour patch (skipped: {skipped})")
         unique_positive = len(pos_items)
@@ -233,6 +227,20 @@ class NPLRule:
         labels.stats = stats
         labels.meta = {**self.config(), "slides": per_slide, "skipped": skipped}
         return labels
+
+    def _count_truth_hits(self, truth: np.ndarray | None, sel: ProportionSelection, hits: dict[str, list[int]]) -> None:
+        """Add to ``hits`` the correct / known positive and new negative labels of one slide (with ``truth_key``)."""
+        if truth is None:
+            return
+        for i in torch.nonzero(sel.positive >= 0).reshape(-1).tolist():
+            if truth[i] != IGNORE_INDEX:
+                hits["positive"][0] += int(truth[i] == self.columns[int(sel.positive[i])])
+                hits["positive"][1] += 1
+        known = truth != IGNORE_INDEX
+        for i, j in zip(*np.nonzero(sel.negative.numpy())):
+            if known[i]:
+                hits["negative"][0] += int(truth[i] != self.columns[j])
+                hits["negative"][1] += 1
 
     def _stats(
         self,
