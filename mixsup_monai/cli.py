@@ -18,6 +18,7 @@ __all__ = [
     "check_datalist",
     "demo_data",
     "error_line",
+    "geojson",
     "lsr_stats",
     "main",
     "slide_info",
@@ -231,12 +232,86 @@ def lsr_stats(
     _print_json(table.to_dict())
 
 
+def _read_class_map(path: str):
+    """A label-map PNG / TIFF (:func:`~mixsup_monai.wsi.labels.read_label_map`) or ``.npy`` as an ``(H, W)`` array."""
+    import numpy as np
+
+    from mixsup_monai.utils.errors import InputError, InputNotFoundError, one_line
+    from mixsup_monai.wsi.labels import read_label_map
+
+    where = os.path.abspath(path)
+    if not Path(path).is_file():
+        raise InputNotFoundError(
+            "label map not found", where, "this path does not exist; check its spelling and the current folder"
+        )
+    try:
+        return np.load(path, allow_pickle=False) if Path(path).suffix.lower() == ".npy" else read_label_map(path)
+    except (ValueError, OSError) as e:  # a colour image, a file that is no image / no array
+        fix = "expected a single-channel uint8 PNG / TIFF or an integer .npy of class indices"
+        raise InputError(
+            "label map cannot be read as a class map", where, f"{fix} ({one_line(str(e)) or type(e).__name__})"
+        ) from e
+
+
+def geojson(
+    label_map: str,
+    classes: str | Sequence[str],
+    downsample: float = 1.0,
+    out: str | None = None,
+    object_type: str = "annotation",
+    min_area: int = 0,
+    simplify: float = 0.0,
+    include_background: bool = False,
+) -> None:
+    """Export a label map as QuPath-readable GeoJSON (level-0 pixel coordinates); print a JSON summary.
+
+    Args:
+        label_map: ``(H, W)`` class map: a single-channel uint8 PNG / TIFF or an integer ``.npy`` (255 = ignore).
+        classes: class names by index, comma-separated (``normal,tumour``); index 0 is skipped as background.
+        downsample: level-0 pixels per map pixel.
+        out: output GeoJSON path (default: the map's path with the suffix ``.geojson``).
+        object_type: QuPath object type, ``annotation``, ``detection`` or ``tile``.
+        min_area: regions of fewer map pixels are dropped.
+        simplify: Douglas-Peucker tolerance in map pixels (0: exact pixel edges).
+        include_background: export class 0 too.
+    """
+    from mixsup_monai.utils.errors import InputError
+    from mixsup_monai.visualize.geojson import label_map_to_geojson, write_geojson
+
+    labels = _read_class_map(label_map)
+    names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
+    try:
+        collection = label_map_to_geojson(
+            labels,
+            names,
+            downsample=downsample,
+            min_area=min_area,
+            simplify=simplify,
+            object_type=object_type,
+            include_background=include_background,
+        )
+    except InputError as e:  # the library names its argument (e.g. "downsample"): name the file, the option
+        option = f"--{e.where.replace('_', '-')}"
+        what = option + e.what[len(e.where) :] if e.what.startswith(e.where + " ") else e.what
+        # from None: the error line reports the innermost input error of a chain, which would be the library's
+        raise InputError(what, os.path.abspath(label_map), e.fix) from None
+    path = write_geojson(out if out is not None else Path(label_map).with_suffix(".geojson"), collection)
+    counts: dict[str, int] = {}
+    for feature in collection["features"]:
+        name = feature["properties"]["classification"]["name"]
+        counts[name] = counts.get(name, 0) + 1
+    _print_json(
+        {"label_map": str(label_map), "out": str(path), "features": len(collection["features"]), "classes": counts}
+    )
+
+
 COMMANDS = {
     "demo-data": demo_data,
     "check-datalist": check_datalist,
     "slide-info": slide_info,
     "tissue": tissue,
     "lsr-stats": lsr_stats,
+    "geojson": geojson,
 }
 
 

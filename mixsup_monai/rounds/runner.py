@@ -240,7 +240,11 @@ class RoundRunner(Engine):
 
     def _start_or_resume(self) -> int:
         """Load the completed rounds (``resume`` and a state file in ``ckpt_dir``) or start anew; returns how many."""
-        if self.resume and self.checkpoints.exists():
+        resuming = self.resume and self.checkpoints.exists()
+        # every rank has looked before rank 0 writes a new state file: else a slower rank finds that file, takes
+        # the resume path, and the ranks wait at different barriers
+        barrier()
+        if resuming:
             self.resumed_rounds = self.checkpoints.load()
             return self.resumed_rounds
         if is_rank0():

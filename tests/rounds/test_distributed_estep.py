@@ -48,6 +48,8 @@ def _run(datalist: Path, ckpt: Path) -> tuple[list, list, dict]:
 
 
 def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: str) -> None:
+    import datetime
+    import faulthandler
     import os
 
     import torch.distributed as dist
@@ -55,7 +57,11 @@ def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: st
     # as torchrun sets it: without it ignite guesses the local rank with an all_gather of host names, a collective
     # that can meet another rank's barrier
     os.environ["LOCAL_RANK"] = str(rank)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    # a rank that waits for a collective the other never calls fails with its stack instead of hanging the suite
+    faulthandler.dump_traceback_later(150, exit=True)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=180)
+    )
     try:
         records, seen, weights = _run(Path(datalist), Path(ckpt))
         torch.save({"records": records, "seen": seen, "weights": weights}, f"{out}.{rank}")
