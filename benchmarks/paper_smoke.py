@@ -64,26 +64,19 @@ WORKER_KEYS = ("train#dataloader#num_workers", "rounds#predictor#num_workers", "
 
 def budget(bundle: str, batches: int, threads: int) -> dict[str, Any]:
     """The overrides that cut a paper run to a smoke pass (shapes untouched)."""
-    common = {"cpu_threads": threads, "resume": False}
+    rounds = {  # the rounds bundles: round 0 + one round, one epoch each
+        "cpu_threads": threads,
+        "resume": False,
+        "max_rounds": 1,
+        "initial_epochs": 1,
+        "epochs_per_round": 1,
+        "batches_per_epoch": batches,
+        "rounds#predictor#progress": False,
+    }
     if bundle == "mixsup":
-        return {
-            **common,
-            "max_rounds": 1,
-            "initial_epochs": 1,
-            "epochs_per_round": 1,
-            "batches_per_epoch": batches,
-            "stage2_epochs": 1,
-            "rounds#predictor#progress": False,
-        }
+        return {**rounds, "stage2_epochs": 1}
     if bundle == "npl":
-        return {
-            **common,
-            "max_rounds": 1,
-            "initial_epochs": 1,
-            "epochs_per_round": 1,
-            "batches_per_epoch": batches,
-            "rounds#predictor#progress": False,
-        }
+        return rounds
     if bundle == "lsr":  # no rounds, no batches_per_epoch: cap the epoch through the trainer
         return {"cpu_threads": threads, "max_epochs": 1, "val_interval": 1, "train#trainer#epoch_length": batches}
     raise ValueError(f"unknown bundle {bundle!r}")

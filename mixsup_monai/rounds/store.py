@@ -201,6 +201,7 @@ class PseudoLabelSet:
     stats: dict[str, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     shard_dir: Path | None = field(default=None, repr=False, compare=False)
+    _spilled: dict[tuple[str, str], int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def sizes(self) -> dict[str, int]:
         return {name: len(pool) for name, pool in self.pools.items()}
@@ -221,8 +222,9 @@ class PseudoLabelSet:
         target.extend(list(items), arrays)
 
     def _spill(self, pool: str, key: str, array: np.ndarray) -> np.ndarray:
-        existing = self.pools[pool].arrays.get(key)
-        index = len(_shards(existing)) if existing is not None else 0
+        # numbered by a count of this set's writes, not of the pool's shards (empty shards are dropped from those)
+        index = self._spilled.get((pool, key), 0)
+        self._spilled[(pool, key)] = index + 1
         file = Path(self.shard_dir) / f"{pool}.{key}.{index:05d}.npy"
         try:
             np.save(file, np.ascontiguousarray(array))
