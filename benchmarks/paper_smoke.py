@@ -21,12 +21,11 @@ For each bundle, one at a time, each step in a fresh subprocess:
    (8) instead of paper.json's 32 / 128: it changes no result, and at 512 px MixSup's 32 (~9 GB of activations
    on top of the UNet's training memory) does not fit a 23 GB CPU machine. ``--predictor-batch 0`` keeps it.
 3. ``evaluate``: ``train.json + paper.json + evaluate.json`` on the test section, same budget.
-4. ``infer_big``: the bundle's ``inference.json`` alone (as MONAI Label loads it) with the paper's shapes mapped
-   onto its keys, on one large sparse synthetic slide of ``--big-size`` px
+4. ``infer_big``: the bundle's slide pipeline (``inference.json`` + ``slide_inference.json``) with the paper's
+   shapes mapped onto its keys, on one large sparse synthetic slide of ``--big-size`` px
    (:func:`mixsup_monai.demo.synthetic_slide.write_synthetic_slide`, ~30 % tissue, 1 um/px like the demo; skipped
    when that helper is absent or ``--big-size 0``), for ``--big-bundles`` (default mixsup, npl: their predictors
-   skip glass; LSR's ``inference.json`` loads the whole slide and slides 360 px windows over all of it, glass
-   included -- ~1000 windows at 6144 px, more than 3 min on 2 cores -- add ``lsr`` to run it).
+   skip glass; LSR's streams 360 px windows over the tissue -- add ``lsr`` to run it).
 
 Per step it records ok, wall seconds and peak RSS (``ru_maxrss`` of the step's process tree from ``os.wait4``,
 imports included) and, on failure, the last error line of its log (``DIR/<bundle>/<step>.log``). A bundle is ok
@@ -82,9 +81,19 @@ def budget(bundle: str, batches: int, threads: int) -> dict[str, Any]:
     raise ValueError(f"unknown bundle {bundle!r}")
 
 
+def slide_inference_keys(bundle: str) -> set[str]:
+    """Top-level keys of the slide pipeline, ``inference.json`` + ``slide_inference.json``."""
+    configs = BUNDLES / bundle / "configs"
+    return {k for name in SLIDE_CONFIGS for k in json.loads((configs / name).read_text())}
+
+
+#: the slide pipeline's config files, in order
+SLIDE_CONFIGS = ("inference.json", "slide_inference.json")
+
+
 def inference_overrides(bundle: str, paper: dict[str, Any]) -> dict[str, Any]:
-    """paper.json's shapes on the keys of the stand-alone ``inference.json``."""
-    inference = json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text())
+    """paper.json's shapes on the keys of the slide pipeline (``inference.json`` + ``slide_inference.json``)."""
+    inference = slide_inference_keys(bundle)
     renames = {
         "rounds#predictor#": "predictor#",
         "rounds#stage2#network_def": "stage2_network_def",
@@ -250,11 +259,11 @@ def smoke_bundle(bundle: str, work: Path, opts: argparse.Namespace, env: dict[st
             }
             if opts.predictor_batch and bundle in ("mixsup", "npl"):
                 overrides["predictor#batch_size"] = opts.predictor_batch
-            inference = json.loads((configs / "inference.json").read_text())
+            inference = slide_inference_keys(bundle)
             overrides.update({k.split(":", 1)[1]: v for k, v in extra.items() if k.split(":", 1)[1] in inference})
             print(f"[{bundle}] infer_big ({opts.big_size} px) ...", flush=True)
             steps["infer_big"] = run_step(
-                command([configs / "inference.json"], overrides),
+                command([configs / name for name in SLIDE_CONFIGS], overrides),
                 work / "infer_big.log",
                 opts.timeout,
                 env,

@@ -23,6 +23,7 @@ __all__ = [
     "main",
     "slide_info",
     "tissue",
+    "zoo_package",
 ]
 
 _DATALIST_DOC = "see README: datalist"
@@ -305,6 +306,20 @@ def geojson(
     )
 
 
+def zoo_package(bundle: str, out: str, weights: str | None = None, schema: str | None = None) -> None:
+    """Lay a bundle out for the MONAI Model Zoo's checks (trained files as ``large_files.yml``); print it as JSON.
+
+    Args:
+        bundle: the bundle folder (e.g. ``bundles/mixsup``).
+        out: output folder; check with the zoo's ``ci/verify_bundle.py -b <name> -p <out>/models``.
+        weights: folder of the trained files (default: ``<bundle>/models``).
+        schema: local copy of the metadata's schema (then nothing is downloaded).
+    """
+    from mixsup_monai.utils.zoo import package_for_zoo
+
+    _print_json(package_for_zoo(bundle, out, weights_dir=weights, schema=schema).to_dict())
+
+
 COMMANDS = {
     "demo-data": demo_data,
     "check-datalist": check_datalist,
@@ -312,6 +327,7 @@ COMMANDS = {
     "tissue": tissue,
     "lsr-stats": lsr_stats,
     "geojson": geojson,
+    "zoo-package": zoo_package,
 }
 
 

@@ -1,4 +1,4 @@
-"""Ignite handlers shared by the bundles: slide maps, sampler epochs, round selection, MLflow."""
+"""Ignite handlers shared by the bundles: slide maps, tile labels, sampler epochs, round selection, MLflow."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from mixsup_monai.handlers.round_selection import (
     RoundSelection,
     SelectionMode,
     flatten_record,
+    read_selection,
     select_round,
     write_rounds_table,
 )
 from mixsup_monai.handlers.sampler_epoch import SamplerEpochSetter
 from mixsup_monai.handlers.slide_map_saver import SlideMapSaver
+from mixsup_monai.handlers.tile_label_saver import TileLabelSaver
 
 __all__ = [
     "LazyHandler",
@@ -25,7 +27,9 @@ __all__ = [
     "SamplerEpochSetter",
     "SelectionMode",
     "SlideMapSaver",
+    "TileLabelSaver",
     "flatten_record",
+    "read_selection",
     "select_round",
     "write_rounds_table",
 ]

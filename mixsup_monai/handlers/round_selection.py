@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ import torch
 from monai.utils import StrEnum, look_up_option, min_version, optional_import
 
 from mixsup_monai.utils.distributed import is_rank0
-from mixsup_monai.utils.io import torch_save_atomic
+from mixsup_monai.utils.io import torch_save_atomic, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -23,6 +24,7 @@ __all__ = [
     "RoundEarlyStopping",
     "flatten_record",
     "is_improvement",
+    "read_selection",
     "select_round",
     "write_rounds_table",
 ]
@@ -166,9 +168,11 @@ class RoundSelection:
 
     After every round (``EPOCH_COMPLETED``) the best round so far is in ``engine.state.best_round``; when
     the run completes (``COMPLETED``) the handler writes the per-round table (``rounds.csv`` / ``rounds.md``
-    in ``output_dir``) and copies ``export_keys`` of the best round's checkpoint to ``ckpt_dir/final_filename``
-    (``{"model": θ1 weights, "classifier": θ2 weights, "round": r, ...}``, loadable by MONAI's
-    ``CheckpointLoader``). Rank 0 writes.
+    in ``output_dir``) and exports the best round's checkpoint entries, one file each, into ``ckpt_dir``:
+    ``files`` maps a checkpoint entry to its file name (default ``{"model": "model.pt"}``). Each file holds
+    the entry itself — for the network a plain ``state_dict``, which is what the Model Zoo's
+    ``ckpt_export``, MONAI Label and MONAI's ``CheckpointLoader`` load without a key. The choice is recorded
+    last in ``ckpt_dir/selection.json`` (round, metric, value, files). Rank 0 writes.
 
     Default = the paper: lowest stage-2 TRAINING loss. ``metric="val_loss"`` (or ``"val_auc"`` with
     ``mode="max"``) selects on the validation slides instead.
@@ -177,11 +181,14 @@ class RoundSelection:
         metric: column of the round table to select on (see :func:`flatten_record`).
         mode: ``"min"`` or ``"max"``.
         output_dir: folder of the round table.
-        ckpt_dir: folder of the exported model (default: the runner's ``ckpt_dir``).
-        final_filename: name of the exported checkpoint.
-        export_keys: checkpoint entries copied to the exported model.
+        ckpt_dir: folder of the exported files (default: the runner's ``ckpt_dir``).
+        files: checkpoint entry -> exported file name (e.g. ``{"model": "model.pt", "classifier":
+            "classifier.pt"}``).
         table_name: stem of the table files.
     """
+
+    #: name of the record of the choice, beside the exported files.
+    SELECTION_FILE = "selection.json"
 
     def __init__(
         self,
@@ -189,20 +196,26 @@ class RoundSelection:
         mode: SelectionMode | str = SelectionMode.MIN,
         output_dir: str | None = None,
         ckpt_dir: str | None = None,
-        final_filename: str = "model.pt",
-        export_keys: Sequence[str] = ("model", "classifier"),
+        files: Mapping[str, str] | None = None,
         table_name: str = "rounds",
     ) -> None:
         self.metric = metric
         self.mode = look_up_option(mode, SelectionMode)
         self.output_dir = output_dir
         self.ckpt_dir = ckpt_dir
-        self.final_filename = final_filename
-        self.export_keys = tuple(export_keys)
+        self.files = dict(files) if files else {"model": "model.pt"}
+        names = list(self.files.values())
+        if len(set(names)) != len(names) or self.SELECTION_FILE in names:
+            raise ValueError(f"files must name distinct files other than {self.SELECTION_FILE!r}, got {self.files}")
         self.table_name = table_name
         self.best_round: int | None = None
         self.table_files: list[Path] = []
-        self.final_path: Path | None = None
+        self.exported: dict[str, Path] = {}
+
+    @property
+    def final_path(self) -> Path | None:
+        """The exported network (``files["model"]``), once the run has completed."""
+        return self.exported.get("model")
 
     def attach(self, engine: Any) -> None:
         if not engine.has_event_handler(self.round_completed, Events.EPOCH_COMPLETED):
@@ -234,27 +247,36 @@ class RoundSelection:
         output_dir = Path(self.output_dir) if self.output_dir else Path(engine.ckpt_dir)
         self.table_files = write_rounds_table(records, output_dir, self.best_round, self.table_name)
         checkpoint = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)
-        missing = [k for k in self.export_keys if k not in checkpoint]
+        missing = [k for k in self.files if k not in checkpoint]
         if missing:
             raise KeyError(f"round checkpoint {record['checkpoint']!r} lacks {missing}; it has {sorted(checkpoint)}")
-        export = {k: checkpoint[k] for k in self.export_keys}
-        export.update(
-            {
-                "round": self.best_round,
-                "selection_metric": self.metric,
-                "selection_value": flatten_record(record)[self.metric],
-            }
-        )
         ckpt_dir = Path(self.ckpt_dir) if self.ckpt_dir else Path(engine.ckpt_dir)
-        self.final_path = torch_save_atomic(export, ckpt_dir / self.final_filename)
+        self.exported = {k: torch_save_atomic(checkpoint[k], ckpt_dir / name) for k, name in self.files.items()}
+        selection = {
+            "round": self.best_round,
+            "selection_metric": self.metric,
+            "selection_mode": str(self.mode),
+            "selection_value": flatten_record(record)[self.metric],
+            "files": dict(self.files),
+        }
+        write_json_atomic(ckpt_dir / self.SELECTION_FILE, selection)
         logger.info(
-            "selected round %d (%s = %.4f); model exported to %s; table %s",
+            "selected round %d (%s = %.4f); exported %s to %s; table %s",
             self.best_round,
             self.metric,
-            export["selection_value"],
-            self.final_path,
+            selection["selection_value"],
+            ", ".join(self.files.values()),
+            ckpt_dir,
             self.table_files[1],
         )
+
+
+def read_selection(ckpt_dir: str | Path) -> dict:
+    """The record :class:`RoundSelection` wrote beside the exported files (round, metric, value, files)."""
+    path = Path(ckpt_dir) / RoundSelection.SELECTION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no round was exported there (the run did not complete)")
+    return json.loads(path.read_text())
 
 
 class RoundEarlyStopping:

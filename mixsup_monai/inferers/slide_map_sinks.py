@@ -1,4 +1,4 @@
-"""Where a streamed slide map goes, band by band: an array (small slides), a pyramidal TIFF, a PNG thumbnail."""
+"""Where a streamed slide map goes, band by band: an array, a pyramidal TIFF, a PNG thumbnail, QuPath GeoJSON."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from monai.utils import StrEnum, look_up_option
 from mixsup_monai.visualize.overlay import DEFAULT_CLASS_COLOURS, save_png
 from mixsup_monai.wsi.pyramid import PyramidalTiffWriter, PyramidResample
 
-__all__ = ["ArraySink", "MapEncoding", "PyramidalTiffSink", "SlideMapSink", "ThumbnailSink", "map_to_uint8"]
+__all__ = [
+    "ArraySink",
+    "GeoJSONSink",
+    "MapEncoding",
+    "PyramidalTiffSink",
+    "SlideMapSink",
+    "ThumbnailSink",
+    "map_to_uint8",
+]
 
 
 class MapEncoding(StrEnum):
@@ -215,3 +223,62 @@ class ThumbnailSink(SlideMapSink):
             mean = self._sums / np.maximum(self._rows[:, None] * self._columns[None, :], 1)
             picture = np.rint(mean).astype(np.uint8)
         return save_png(picture, self.path)
+
+
+class GeoJSONSink(SlideMapSink):
+    """The map's class regions as a QuPath GeoJSON file, from a class map reduced to at most ``max_size`` pixels.
+
+    Every ``f``-th row and column of the argmax class map (``f`` the smallest integer with the long side at most
+    ``max_size``) is kept, so memory is ``max_size`` squared bytes whatever the slide's size; polygons are in
+    level-0 pixels (``downsample`` level-0 pixels per map pixel, times ``f``). Class 0 and uncovered pixels
+    are background (no polygons).
+
+    Args:
+        path: output ``.geojson``.
+        classes: class names by class index.
+        downsample: level-0 pixels per map pixel (the inferer's ``downsample``).
+        max_size: long side of the reduced class map.
+        min_area: regions of fewer reduced-map pixels are left out.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        classes: Sequence[str],
+        downsample: float = 1.0,
+        max_size: int = 4096,
+        min_area: float = 4,
+    ):
+        if max_size < 1:
+            raise ValueError(f"GeoJSONSink: max_size must be >= 1, got {max_size!r}")
+        self.path, self.classes = Path(path), [str(c) for c in classes]
+        self.downsample, self.max_size, self.min_area = float(downsample), int(max_size), float(min_area)
+        self.factor = 1
+        self._labels: np.ndarray | None = None
+
+    def start(self, size: tuple[int, int], channels: int, mpp: float | None) -> None:
+        width, height = size
+        if channels > 1 and channels != len(self.classes):
+            raise ValueError(f"GeoJSONSink: a {channels}-channel map needs {channels} class names, got {self.classes}")
+        self.factor = max(1, math.ceil(max(width, height) / self.max_size))
+        self._labels = np.zeros((-(-height // self.factor), -(-width // self.factor)), np.uint8)
+
+    def write(self, y0: int, values: np.ndarray, covered: np.ndarray) -> None:
+        f = self.factor
+        rows = np.arange(y0, y0 + values.shape[1])
+        keep = rows % f == 0
+        if not keep.any():
+            return
+        band = values[:, keep, ::f]
+        labels = band.argmax(0) if band.shape[0] > 1 else (band[0] > 0.5)
+        labels = labels.astype(np.uint8)
+        labels[~covered[keep, ::f]] = 0
+        self._labels[rows[keep] // f] = labels
+
+    def finish(self) -> Path:
+        from mixsup_monai.visualize.geojson import label_map_to_geojson, write_geojson
+
+        collection = label_map_to_geojson(
+            self._labels, self.classes, downsample=self.downsample * self.factor, min_area=self.min_area
+        )
+        return write_geojson(self.path, collection)

@@ -1,4 +1,4 @@
-"""MONAI transforms: reading slide regions (with context) and whole slides, restricting maps to tissue."""
+"""MONAI transforms: reading slide regions (with context), whole slides and tiles; tissue; tile labels and contours."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from mixsup_monai.transforms.slide_io import (
     LoadSlideRegiond,
     LoadSlideRegionDict,
 )
+from mixsup_monai.transforms.tile_io import LoadTileD, LoadTiled, LoadTileDict
+from mixsup_monai.transforms.tile_label import (
+    TileContoursD,
+    TileContoursd,
+    TileContoursDict,
+    TileLabelD,
+    TileLabeld,
+    TileLabelDict,
+)
 from mixsup_monai.transforms.tissue import RestrictToTissueD, RestrictToTissued, RestrictToTissueDict, tissue_region
 
 __all__ = [
@@ -21,8 +30,17 @@ __all__ = [
     "LoadSlideRegionDict",
     "LoadSlideRegiond",
     "LoadSlided",
+    "LoadTileD",
+    "LoadTileDict",
+    "LoadTiled",
     "RestrictToTissueD",
     "RestrictToTissueDict",
     "RestrictToTissued",
+    "TileContoursD",
+    "TileContoursDict",
+    "TileContoursd",
+    "TileLabelD",
+    "TileLabelDict",
+    "TileLabeld",
     "tissue_region",
 ]

@@ -28,8 +28,9 @@ def tissue_region(image: torch.Tensor | np.ndarray, closing: int = 2) -> np.ndar
     if rgb.dtype != np.uint8:
         rgb = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     region = tissue_pixels(rgb)
-    if closing > 0:
-        region = ndi.binary_closing(region, iterations=closing, border_value=0)
+    if closing > 0:  # on an edge-padded copy: a closing next to the border would erode tissue cut by the border
+        padded = np.pad(region, closing, mode="edge")
+        region = ndi.binary_closing(padded, iterations=closing)[closing:-closing, closing:-closing]
     return ndi.binary_fill_holes(region)
 
 

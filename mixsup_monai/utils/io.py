@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,3 +69,32 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     so the object is saved through the file object, never to the temporary name.
     """
     return _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "model") -> torch.nn.Module:
+    """Load a bundle's trained weights into ``network``: a plain ``state_dict`` (``models/model.pt``) or a
+    checkpoint holding it under ``key`` (a round checkpoint), as MONAI's ``CheckpointLoader`` does with one key.
+
+    Raises:
+        InputError: the file is missing, or holds neither.
+    """
+    from mixsup_monai.utils.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("trained weights not found", path, "train the bundle first or pass --ckpt_path")
+    parameter = next(iter(network.parameters()), None)
+    device = parameter.device if parameter is not None else "cpu"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # a round checkpoint also holds the run's state (RNG, stage-2 objects)
+        state = torch.load(path, map_location=device, weights_only=False)
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise InputError(
+            "weights do not fit the network", path, str(error).splitlines()[0] + " (was it trained with this config?)"
+        ) from error
+    return network

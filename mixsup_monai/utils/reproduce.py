@@ -195,10 +195,11 @@ class Reproduction:
         """Test metrics of a checkpoint, measured by the bundle's ``evaluate.json``.
 
         Args:
-            checkpoint: the checkpoint (``ckpt_path``); None: the config's (the exported model).
+            checkpoint: a round checkpoint, holding every trained entry (``ckpt_path`` and, for MixSup's
+                stage-2 classifier, ``classifier_path``); None: the config's (the exported files).
             eval_dir: the evaluation's output folder (``eval_dir``); None: the config's, the run's ``eval/``.
         """
-        extra = {} if checkpoint is None else {"ckpt_path": str(checkpoint)}
+        extra = {} if checkpoint is None else {"ckpt_path": str(checkpoint), "classifier_path": str(checkpoint)}
         if eval_dir is not None:
             extra["eval_dir"] = str(eval_dir)
         self.workflow(method, seed, "eval", ["evaluate.json"], **extra)
@@ -214,7 +215,7 @@ class Reproduction:
         self.train(method, seed)
         work = self.folder(method, seed)
         records = self.round_records(method, seed)
-        tested = self.evaluate(method, seed, work / "models" / "model.pt", work / "eval" / "test")
+        tested = self.evaluate(method, seed, None, work / "eval" / "test")
         result = {
             "method": method,
             "seed": seed,
@@ -230,10 +231,9 @@ class Reproduction:
 
     def exported_round(self, method: str, seed: int) -> int:
         """The round the bundle selected and exported as ``models/model.pt``."""
-        import torch
-
-        model = self.folder(method, seed) / "models" / "model.pt"
-        return int(torch.load(model, map_location="cpu", weights_only=False)["round"])
+        # written by mixsup_monai.handlers.RoundSelection beside the exported files
+        selection = self.folder(method, seed) / "models" / "selection.json"
+        return int(json.loads(selection.read_text())["round"])
 
     def evaluate_round(
         self, method: str, seed: int, index: int, measured: Mapping[int, dict] | None = None

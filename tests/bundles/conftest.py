@@ -17,6 +17,10 @@ BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 #: slides for its 2-rank DDP test, MixSup both classes in every split).
 DEMO_SLIDES = {"lsr": 6, "mixsup": 8, "npl": 5}
 
+#: a real H&E tile of ../shared/data (read-only material beside the repo; tests that need it skip without it)
+SHARED_TILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "tiles"
+SHARED_TILE = SHARED_TILES / "tissue-level0-4302-10273-4814-10785.png"
+
 #: datalist keys holding slide-relative file paths.
 PATH_KEYS = ("image", "mask", "tissue_mask", "tumour_mask", "truth_mask")
 
@@ -90,12 +94,13 @@ class Bundle:
         return [str(self.datalist.parent / s["image"]) for s in data["test"][:count]]
 
     def infer(self, work: Path, slides: Sequence[str], **extra):
-        """``inference.json`` alone (as MONAI Label loads it) with ``work``'s checkpoint; maps in ``work/inference``."""
+        """The slide pipeline (``inference.json`` + ``slide_inference.json``) with ``work``'s trained files; outputs in
+        ``work/inference``."""
         from mixsup_monai.utils import run_bundle
 
         return run_bundle(
             self.root,
-            ["inference.json"],
+            ["inference.json", "slide_inference.json"],
             "infer",
             bundle_root=str(self.root),
             ckpt_path=str(work / "models" / "model.pt"),
@@ -103,6 +108,47 @@ class Bundle:
             input_slides=list(slides),
             **extra,
         )
+
+    def infer_tiles(self, work: Path, tiles: Sequence[str | dict], **extra) -> list[Path]:
+        """``inference.json`` alone (as MONAI Label and the Model Zoo load it) on ``tiles`` (paths, or dicts with
+        ``image`` / ``location`` / ``size``) with ``work``'s trained network; returns the label PNGs it wrote in
+        ``work/tiles``, in order."""
+        from mixsup_monai.utils import run_bundle
+
+        run_bundle(
+            self.root,
+            ["inference.json"],
+            "infer",
+            bundle_root=str(self.root),
+            ckpt_path=str(work / "models" / "model.pt"),
+            output_dir=str(work / "tiles"),
+            input_tiles=list(tiles),
+            **extra,
+        )
+        return sorted((work / "tiles").glob("*_label.png"))
+
+    def check_tile_labels(self, work: Path, slide: str, values: set[int], **extra) -> None:
+        """Tile inference on a box of ``slide`` and on a real PNG tile (when ../shared/data is there): one label PNG
+        each, of the input's size, with values in ``values``, and the box's GeoJSON inside the box (level 0)."""
+        import numpy as np
+        from PIL import Image
+
+        location, size = [16, 24], [200, 150]
+        tiles: list = [{"image": slide, "location": location, "size": size}]
+        if SHARED_TILE.is_file():
+            tiles.append(str(SHARED_TILE))
+        labels = {p.name: p for p in self.infer_tiles(work, tiles, **extra)}
+        expected = {f"{Path(slide).stem}_x16_y24_label.png": tuple(size)}
+        if SHARED_TILE.is_file():
+            with Image.open(SHARED_TILE) as tile:
+                expected[f"{SHARED_TILE.stem}_label.png"] = tile.size
+        assert set(labels) == set(expected)
+        for name, tile_size in expected.items():
+            with Image.open(labels[name]) as label:
+                assert label.size == tile_size and set(np.unique(np.asarray(label)).tolist()) <= values
+        geojson = json.loads((work / "tiles" / f"{Path(slide).stem}_x16_y24.geojson").read_text())
+        points = [p for f in geojson["features"] for ring in f["geometry"]["coordinates"] for p in ring]
+        assert all(16 <= x <= 216 and 24 <= y <= 174 for x, y in points)
 
     def edited_datalist(self, path: Path, edit: Callable[[dict], Any]) -> Path:
         """A copy of the demo's datalist at ``path``, with absolute slide paths, changed by ``edit(data)``."""

@@ -35,7 +35,12 @@ COMBINATIONS = {
 CASES = [
     (bundle, files)
     for bundle, extra in COMBINATIONS.items()
-    for files in (["train.json"], ["inference.json"], *(["train.json", f"{name}.json"] for name in extra))
+    for files in (
+        ["train.json"],
+        ["inference.json"],
+        ["inference.json", "slide_inference.json"],
+        *(["train.json", f"{name}.json"] for name in extra),
+    )
 ]
 
 #: the steps a run executes (``setup``: the named list of ``initialize`` expressions); everything else is resolved.
@@ -101,7 +106,7 @@ def test_resolving_every_config_id_writes_nothing(name, files, empty_dirs, demo_
     datalist = demo_datalist(name)
     demo_before = snapshot(datalist.parent)
     overrides = {"bundle_root": str(bundle_root)}
-    if files != ["inference.json"]:  # inference.json reads slides, not a datalist
+    if files[0] != "inference.json":  # inference reads tiles and slides, not a datalist
         overrides["datalist"] = str(datalist)
     with one_process_group(monkeypatch) if "multi_gpu_train.json" in files else contextlib.nullcontext():
         parser = parser_of(name, files, **overrides)
@@ -169,7 +174,7 @@ SHARED = {
         ("block_context", "block_context"),
         ("validate#slide_downsample", "slide_downsample"),
         ("validate#inferer", "inferer"),
-        ("validate#postprocessing", "postprocessing"),
+        ("validate#postprocessing#transforms#0", "postprocessing#transforms#0"),
     ],
     "mixsup": [
         ("network_def", "network_def"),
@@ -207,12 +212,25 @@ def plain(value):
 def test_inference_network_and_geometry_are_the_trained_ones(name, demo_datalist):
     """``inference.json`` stands alone (MONAI Label, Model Zoo), so it repeats ``network_def``: the copies must agree.
 
-    MONAI's ``%file#id`` macros open the file relative to the working directory, not to the config, so a
-    cross-file macro would break when a bundle runs from another folder; hence a copy checked here.
+    ``slide_inference.json`` adds the slide pipeline on top of it (the predictor, the stage-2 classifier). MONAI's
+    ``%file#id`` macros open the file relative to the working directory, not to the config, so a cross-file macro
+    would break when a bundle runs from another folder; hence a copy checked here.
     """
     train = parser_of(name, ["train.json", "evaluate.json"], datalist=str(demo_datalist(name)))
-    inference = parser_of(name, ["inference.json"])
+    inference = parser_of(name, ["inference.json", "slide_inference.json"])
     for train_id, inference_id in SHARED[name]:
         expected = plain(train.get_parsed_content(train_id, instantiate=False))
         actual = plain(inference.get_parsed_content(inference_id, instantiate=False))
         assert actual == expected, (train_id, inference_id)
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_tile_inference_reads_tiles_at_the_training_resolution(name):
+    """A tile is brought to ``network_mpp``: on the demo (level 0 at ``input_mpp``, 2x pyramid) that is the
+    resolution the network was trained at -- the slide pipeline's downsample (LSR) or ``patch_level``."""
+    inference = parser_of(name, ["inference.json", "slide_inference.json"])
+    mpp, input_mpp = inference.get_parsed_content("network_mpp"), inference.get_parsed_content("input_mpp")
+    if name == "lsr":
+        assert mpp == input_mpp * inference.get_parsed_content("slide_downsample")
+    else:
+        assert mpp == input_mpp * 2 ** inference.get_parsed_content("patch_level")

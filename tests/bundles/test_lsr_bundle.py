@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -50,8 +51,10 @@ def test_train_evaluate_inference(bundle, workspace):
     bundle.infer(root, slides)
     for slide in slides:
         stem = Path(slide).stem
-        assert (root / "inference" / f"{stem}_prob.png").is_file()
-        assert (root / "inference" / f"{stem}_overlay.png").is_file()
+        for name in (f"{stem}_prob.png", f"{stem}_classes.png", f"{stem}_prob.tif", f"{stem}.geojson"):
+            assert (root / "inference" / name).is_file(), name
+        assert json.loads((root / "inference" / f"{stem}.geojson").read_text())["type"] == "FeatureCollection"
+    bundle.check_tile_labels(root, slides[0], values={0, 1})
 
 
 def test_command_line_run_finds_its_bundle_root(bundle, tmp_path):

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 BUNDLE = "mixsup"
@@ -34,8 +35,14 @@ def test_train_evaluate_inference(bundle, workspace):
     train = bundle.run(["train.json"], "train", root)
     runner = train.parser.get_parsed_content("rounds#runner")
     assert [r["round"] for r in runner.records] == [0, 1]
-    exported = torch.load(root / "models" / "model.pt", weights_only=False)
-    assert {"model", "classifier", "round"} <= set(exported) and exported["selection_metric"] == "stage2_loss"
+    selection = json.loads((root / "models" / "selection.json").read_text())
+    assert selection["selection_metric"] == "stage2_loss"
+    assert selection["files"] == {"model": "model.pt", "classifier": "classifier.pt"}
+    best = torch.load(root / "models" / "rounds" / f"round_{selection['round']:02d}.pt", weights_only=False)
+    for entry, name in selection["files"].items():  # plain state dicts of the selected round
+        exported = torch.load(root / "models" / name, weights_only=True)
+        assert exported.keys() == best[entry].keys()
+        assert all(torch.equal(exported[k], best[entry][k]) for k in exported)
     state = json.loads((root / "models" / "rounds.json").read_text())
     assert state["rounds"][1]["pseudo_labels"]["pseudo/patches"] > 0
     table = (root / "eval" / "rounds.md").read_text()
@@ -69,6 +76,12 @@ def test_train_evaluate_inference(bundle, workspace):
         result = json.loads((root / "inference" / f"{stem}.json").read_text())
         assert 0.0 <= result["probability"] <= 1.0 and not math.isnan(result["probability"])
         assert 1 <= len(result["top_k"]) <= 2 and {"x", "y", "width", "height", "level"} <= set(result["top_k"][0])
+        tiles = json.loads((root / "inference" / f"{stem}_top_k.geojson").read_text())["features"]
+        assert [f["properties"]["measurements"]["patch_probability"] for f in tiles] == [
+            pytest.approx(p["patch_probability"]) for p in result["top_k"]
+        ]
+    tiny = {k: TINY[k] for k in ("patch_size", "network_def#features")}
+    bundle.check_tile_labels(root, slides[0], {0, 1}, network_mpp=4.0, **tiny)  # patch_level 2: 4 um/px
 
 
 def test_command_line_resumes_a_finished_run_without_recomputing(bundle, tmp_path):

@@ -29,13 +29,18 @@ OVERRIDE_FILES = sorted(p.name for p in CONFIGS.glob("*.json") if p.name not in 
 
 @pytest.mark.parametrize("name", OVERRIDE_FILES)
 def test_every_config_parses_with_train(name, bundle, workspace):
-    """Every override file combines with train.json (inference.json stands alone) and resolves its runner."""
-    files = [str(CONFIGS / "inference.json")] if name == "inference.json" else [str(CONFIGS / "train.json")]
+    """Every override file combines with train.json (inference.json stands alone, slide_inference.json goes on top
+    of it) and resolves its runner."""
+    inference = name in ("inference.json", "slide_inference.json")
+    files = [str(CONFIGS / ("inference.json" if inference else "train.json"))]
     if name not in ("train.json", "inference.json"):
         files.append(str(CONFIGS / name))
-    workflow = ConfigWorkflow(config_file=files, workflow_type="infer" if name == "inference.json" else "train")
+    workflow = ConfigWorkflow(config_file=files, workflow_type="infer" if inference else "train")
     workflow.parser.update({k: v for k, v in bundle.overrides(workspace).items() if k not in TINY})
     if name == "inference.json":
+        assert type(workflow.parser.get_parsed_content("inferer")).__name__ == "PatchClassifierInferer"
+        return
+    if name == "slide_inference.json":
         workflow.parser.update({"input_slides": ["/nowhere.tif"]})
         assert workflow.parser.get_parsed_content("inferer").proportion_classes[0] == "lepidic"
         return
@@ -71,8 +76,10 @@ def test_train_evaluate_inference(bundle, workspace):
     labels = runner.records[1]["pseudo_labels"]
     assert labels["pseudo/slides"] >= 1 and labels["pseudo/patches"] > 0
     assert labels["sizes"]["positive"] + labels["sizes"]["negative"] > 0
-    exported = torch.load(root / "models" / "model.pt", weights_only=False)
-    assert {"model", "round"} <= set(exported) and exported["selection_metric"] == "val_loss"
+    selection = json.loads((root / "models" / "selection.json").read_text())
+    assert selection["selection_metric"] == "val_loss" and selection["files"] == {"model": "model.pt"}
+    exported = torch.load(root / "models" / "model.pt", weights_only=True)
+    train.parser.get_parsed_content("network").load_state_dict(exported)  # a plain state dict of the network
     table = (root / "eval" / "rounds.md").read_text()
     assert "val_loss" in table and table.count("**yes**") == 1
     header = (root / "eval" / "rounds.csv").read_text().splitlines()[0].split(",")
@@ -105,6 +112,8 @@ def test_train_evaluate_inference(bundle, workspace):
         result = json.loads((root / "inference" / f"{stem}_proportions.json").read_text())
         assert list(result["proportions"]) == ["lepidic", "acinar", "papillary", "micropapillary", "solid"]
         assert sum(result["proportions"].values()) == pytest.approx(1.0) or result["tumour_patches"] == 0
+    tiny = {k: TINY[k] for k in ("patch_size", "network_def#width_mult")}
+    bundle.check_tile_labels(root, slides[0], set(range(6)), network_mpp=4.0, **tiny)  # patch_level 2: 4 um/px
 
 
 def test_resume_after_a_stop_continues_with_the_next_round(bundle, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mixsup_monai.handlers.mlflow_rounds import MLflowRoundLogger
-from mixsup_monai.handlers.round_selection import RoundSelection
+from mixsup_monai.handlers.round_selection import RoundSelection, read_selection
 from mixsup_monai.rounds import STATE_FILE, RoundCheckpoints, RoundRunner
 
 
@@ -105,14 +105,18 @@ def test_selection_exports_the_best_round_and_mlflow_logs_each_round(runner_fact
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    selection = RoundSelection(metric="stage2_loss", output_dir=str(tmp_path / "eval"))
+    files = {"model": "model.pt", "classifier": "classifier.pt"}
+    selection = RoundSelection(metric="stage2_loss", output_dir=str(tmp_path / "eval"), files=files)
     logger = MLflowRoundLogger(tracking_uri=uri, experiment_name="rounds_test", run_name="r", params={"T": 0.4})
     runner, _, _ = runner_factory(tmp_path / "ckpt", max_rounds=1, handlers=[selection, logger])
     runner.run()
     best = min(runner.records, key=lambda r: r["metrics"]["stage2_loss"])["round"]
     assert selection.best_round == best
-    exported = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=False)
-    assert exported["round"] == best and {"model", "classifier"} <= set(exported)
+    assert read_selection(tmp_path / "ckpt")["round"] == best
+    round_checkpoint = torch.load(runner.records[best]["checkpoint"], weights_only=False)
+    for entry, name in files.items():
+        exported = torch.load(tmp_path / "ckpt" / name, weights_only=False)
+        assert exported.keys() == round_checkpoint[entry].keys()
     table = (tmp_path / "eval" / "rounds.md").read_text()
     assert "stage2_loss" in table and table.count("**yes**") == 1
     client = mlflow.MlflowClient(tracking_uri=uri)

@@ -139,7 +139,7 @@ def test_evaluate_runs_evaluate_json_and_reads_its_metrics(tmp_path, monkeypatch
     assert rep.evaluate("m", 0, work / "models" / "model.pt", work / "eval" / "test") == {"auc": 0.75}
     files, workflow_type, overrides = calls[-1]
     assert (files, workflow_type) == (["train.json", "m.json", "evaluate.json"], "eval")
-    assert overrides["ckpt_path"] == str(work / "models" / "model.pt")
+    assert overrides["ckpt_path"] == overrides["classifier_path"] == str(work / "models" / "model.pt")
     # a round checkpoint, into its own folder; a round already measured is not evaluated again
     assert rep.evaluate_round("m", 0, 2) == {"auc": 0.75}
     assert calls[-1][2]["ckpt_path"] == str(work / "models" / "rounds" / "round_02.pt")
@@ -165,18 +165,19 @@ def test_mixsup_run_through_fake_bundle_runs(tmp_path, monkeypatch):
             models.mkdir(parents=True)
             rounds = [{"round": r, "time_s": 1.0 + 1.25 * r, "metrics": {"val_loss": 0.5 - 0.3 * r}} for r in (0, 1)]
             (models / "rounds.json").write_text(json.dumps({"rounds": rounds}))
-            torch.save({"round": 0}, models / "model.pt")
+            torch.save({}, models / "model.pt")
+            (models / "selection.json").write_text(json.dumps({"round": 0}))
             return
         out = Path(overrides["eval_dir"])
         out.mkdir(parents=True)
-        auc = {"model.pt": 0.5, "round_01.pt": 0.75}[Path(overrides["ckpt_path"]).name]
+        auc = {"": 0.5, "round_01.pt": 0.75}[Path(overrides.get("ckpt_path", "")).name]
         (out / "test_metrics.json").write_text(json.dumps({"auc": auc, "spec_at_100_sens": auc / 2}))
 
     monkeypatch.setattr(reproduce, "run_bundle", fake_run_bundle)
     mixsup = _script("reproduce_mixsup")
     rep = mixsup.MixSupReproduction(mixsup.BUNDLE, mixsup.METHODS, tmp_path, defaults={"resume": True})
     records = run_missing([("mixed", 4)], lambda m, s: mixsup.run_one(rep, m, s), tmp_path / "results.json", rep.key)
-    assert calls == [("train", ""), ("eval", "model.pt"), ("eval", "round_01.pt")]
+    assert calls == [("train", ""), ("eval", ""), ("eval", "round_01.pt")]  # the exported files: the config's
     assert records == [
         {
             "method": "mixed",

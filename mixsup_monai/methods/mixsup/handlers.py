@@ -14,6 +14,7 @@ from monai.utils import min_version, optional_import
 from mixsup_monai.metrics.slide import save_roc_png, slide_classification_metrics
 from mixsup_monai.utils.distributed import is_rank0
 from mixsup_monai.utils.io import write_json_atomic
+from mixsup_monai.visualize.geojson import patches_to_geojson, write_geojson
 from mixsup_monai.visualize.overlay import heatmap_overlay, save_png
 from mixsup_monai.wsi.cache import get_slide
 
@@ -22,6 +23,24 @@ Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 __all__ = ["SlideResultSaver", "SlideMetricsSaver"]
 
 logger = logging.getLogger(__name__)
+
+
+def top_k_geojson(top_k: list[dict]) -> dict:
+    """MixSup's top-K patches (``<stem>.json``'s ``top_k``) as QuPath tiles, best first, both probabilities kept."""
+    if not top_k:
+        return {"type": "FeatureCollection", "features": []}
+    scores = {k: np.array([p[k] for p in top_k], np.float64) for k in ("patch_probability", "max_pixel_probability")}
+    features = []
+    for patch, rank in zip(top_k, range(len(top_k))):  # patches may differ in size at a slide's edge
+        one = patches_to_geojson(
+            np.array([[patch["x"], patch["y"]]]),
+            (patch["width"], patch["height"]),
+            {k: v[rank : rank + 1] for k, v in scores.items()},
+            class_name="Tumor",
+            object_type="tile",
+        )
+        features += one["features"]
+    return {"type": "FeatureCollection", "features": features}
 
 
 def _value(x: Any) -> float:
@@ -54,6 +73,7 @@ class SlideResultSaver:
     * ``<stem>_prob.png`` -- the probability map alone (0-255);
     * ``<stem>.json`` -- ``{"image", "probability", "patches", "top_k": [{"rank", "x", "y", "width",
       "height" (level-0 box), "level", "max_pixel_probability", "patch_probability"}, ...]}``;
+    * ``<stem>_top_k.geojson`` -- the top-K patches as QuPath tiles with both probabilities as measurements;
 
     and at ``COMPLETED`` ``predictions.csv`` (``image, probability[, label]``). Rank 0 only.
 
@@ -104,6 +124,7 @@ class SlideResultSaver:
         save_png((np.clip(heat, 0, 1) * 255).astype(np.uint8), self.output_dir / f"{stem}_prob.png")
         record = {k: v for k, v in res.items() if k != "heatmap"}
         write_json_atomic(self.output_dir / f"{stem}.json", record)
+        write_geojson(self.output_dir / f"{stem}_top_k.geojson", top_k_geojson(record["top_k"]))
         logger.info(
             "slide %s: probability %.4f, %d tissue patches; outputs in %s",
             stem,
