@@ -15,7 +15,9 @@ runs in a fresh subprocess for its peak RSS (``ru_maxrss``, imports included):
 * ``small`` x 1 and ``small`` x 4 (the same file under 4 names): flat in the cohort;
 * ``small`` x 1 and ``big`` x 1: flat in the slide size;
 * in the big case, the same patches read raw (the predictor's batched reader, no network, no rule, no store),
-  in the same process: the E-step's patches/s as a ratio to raw reading.
+  in the same process: the E-step's patches/s as a ratio to raw reading;
+* the 4 slides again under ``torchrun --nproc_per_node 2`` (gloo, 1 thread per rank): the slides split across
+  the ranks, rank 0 making the labels (``ranks2_speedup``: the one-process E-step time over this one).
 
 The last line printed is one JSON object (``rss_mb_1_slide``, ``rss_mb_4_slides``, ``rss_mb_20k``,
 ``rss_mb_100k``, ``store_bytes_per_patch``, ``estep_ratio_to_raw``, ``ranks2_speedup``, plus the
@@ -98,6 +100,40 @@ def _estep(slides: list[str], work: Path, threads: int, raw: bool) -> dict:
     return out
 
 
+def _estep_two_ranks(slides: list[str], work: Path, threads: int) -> dict | None:
+    """The same E-step under ``torchrun`` (gloo): the predictor's slides split across the ranks
+    (:meth:`~mixsup_monai.rounds.SlidePatchPredictor.predict_across_ranks`), rank 0 runs the rule and the store as
+    the round runner does. Returns rank 0's times (``None`` on the other ranks)."""
+    import torch
+    import torch.distributed as dist
+
+    from mixsup_monai.methods.mixsup import MixSupRule
+    from mixsup_monai.rounds import PseudoLabelStore, SlidePatchPredictor
+
+    dist.init_process_group("gloo")
+    torch.set_num_threads(threads)
+    entries = [{"image": s, "label": 1} for s in slides]
+    predictor = SlidePatchPredictor(
+        _network(), patch_size=PATCH, level=LEVEL, overlap=OVERLAP, batch_size=32,
+        output_dtype=torch.float16, output_dir=work / f"e_step_{dist.get_rank()}", progress=False,
+    )  # fmt: skip
+    predictor.count(entries)  # the grids, outside the timed part as in the one-process case
+    dist.barrier()
+    t0 = time.perf_counter()
+    predictions = predictor.predict_across_ranks(entries, work / "shared")
+    out = None
+    if dist.get_rank() == 0:
+        store = PseudoLabelStore(work / "store")
+        with store.open_round(1) as sink:
+            store.save(MixSupRule()(predictions, round_index=1, labels=sink))
+        out = {"estep_s": time.perf_counter() - t0, "world": dist.get_world_size()}
+    else:
+        next(iter(predictions), None)  # past the ranks' barrier: this rank's slides are on disk
+    dist.barrier()
+    dist.destroy_process_group()
+    return out
+
+
 class _AnonymousPeak(threading.Thread):
     """Peak ``RssAnon`` (process memory that is not a file's page cache), sampled every 20 ms.
 
@@ -119,6 +155,11 @@ class _AnonymousPeak(threading.Thread):
 
 
 def _child(args: argparse.Namespace) -> None:
+    if args.ranks_work is not None:  # one rank of the torchrun case
+        result = _estep_two_ranks(args.slides, args.ranks_work, args.threads)
+        if result is not None:
+            print(json.dumps(result))
+        return
     work = Path(tempfile.mkdtemp(prefix="estep.", dir=args.out))
     sampler = _AnonymousPeak()
     sampler.start()
@@ -138,6 +179,23 @@ def _run_case(slides: list[Path], out: Path, threads: int, raw: bool = False) ->
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"case {slides} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_two_ranks(slides: list[Path], out: Path) -> dict:
+    """The E-step of ``slides`` with 2 gloo ranks of 1 thread each (``torchrun --nproc_per_node 2``)."""
+    work = Path(tempfile.mkdtemp(prefix="estep_ranks.", dir=out))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    command += [__file__, "--child", "--out", str(out), "--threads", "1", "--ranks-work", str(work)]
+    command += ["--slides", *map(str, slides)]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if done.returncode:
+        raise RuntimeError(f"2-rank case failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -165,6 +223,8 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--slides", nargs="*", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--ranks-work", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-ranks", action="store_true", help="do not run the 2-rank case")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.child:
@@ -181,6 +241,13 @@ def main() -> None:
         "4_slides": _run_case(copies, args.out, args.threads),
         "big": _run_case([big], args.out, args.threads, raw=True),
     }
+    ranks = None if args.skip_ranks else _run_two_ranks(copies, args.out)
+    if ranks is not None:
+        print(
+            f"2 ranks: E-step of the 4 slides {ranks['estep_s']:.1f} s (1 process, {args.threads} threads: "
+            f"{cases['4_slides']['estep_s']:.1f} s)",
+            flush=True,
+        )
     for name, case in cases.items():
         print(
             f"{name:>8}: {case['patches']:>6} patches, peak RSS {case['rss_mb']:7.0f} MB (anonymous "
@@ -200,7 +267,8 @@ def main() -> None:
         "patches_100k": cases["big"]["patches"],
         "store_bytes_per_patch": round(cases["big"]["store_bytes_per_patch"]),
         "estep_ratio_to_raw": round(cases["big"]["estep_ratio_to_raw"], 3),
-        "ranks2_speedup": None,  # the E-step is not sharded across ranks yet (every rank predicts every slide)
+        # 4 slides: 1 process with --threads threads vs 2 gloo ranks of 1 thread (the same cores)
+        "ranks2_speedup": None if ranks is None else round(cases["4_slides"]["estep_s"] / ranks["estep_s"], 3),
         "threads": args.threads,
     }
     if args.inference_json is not None:

@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 class TileLabelSaver:
     """Save, per tile of an evaluator's output, ``<name>_label.png`` and ``<name>.geojson`` in ``output_dir``.
 
-    Expects the decollated output of a bundle's tile ``inference.json``: dicts whose ``pred_key`` holds the
-    ``(1, H, W)`` uint8 label of :class:`~mixsup_monai.transforms.TileLabeld` (with the region's meta data).
+    Expects the decollated output of a bundle's tile ``inference.json``: dicts whose ``label_key`` holds the
+    ``(1, H, W)`` uint8 label of :class:`~mixsup_monai.transforms.TileLabeld` with the region's meta data (where
+    :class:`~mixsup_monai.transforms.MonaiLabelOutputd` keeps it).
     The PNG keeps the label values (a palette PNG: values are ``channel_def`` indices, shown in colours); the
     GeoJSON has one Polygon per region and class in level-0 slide pixels, which QuPath imports onto the slide.
     A region of a slide (``location`` given) is named ``<slide>_x<x>_y<y>``. Under DDP every rank writes its tiles.
@@ -33,15 +34,15 @@ class TileLabelSaver:
     Args:
         output_dir: output folder.
         classes: class names by label value (value 0 is background: no polygons).
-        pred_key: key of the label in the engine output.
+        label_key: key of the label in the engine output.
     """
 
-    def __init__(self, output_dir: str, classes: Sequence[str], pred_key: str = "pred"):
+    def __init__(self, output_dir: str, classes: Sequence[str], label_key: str = "tile_label"):
         if isinstance(classes, str) or len(classes) < 2:
             raise ValueError(f"TileLabelSaver: classes must name background and at least one class, got {classes!r}")
         self.output_dir = Path(output_dir)
         self.classes = [str(c) for c in classes]
-        self.pred_key = pred_key
+        self.label_key = label_key
         self.saved: list[Path] = []
 
     def attach(self, engine) -> None:
@@ -51,7 +52,7 @@ class TileLabelSaver:
     def iteration_completed(self, engine) -> None:
         outputs = engine.state.output
         for item in outputs if isinstance(outputs, list) else [outputs]:
-            self.save(item[self.pred_key])
+            self.save(item[self.label_key])
 
     def save(self, label: torch.Tensor) -> list[Path]:
         """Write one tile's files; returns their paths."""

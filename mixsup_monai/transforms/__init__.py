@@ -13,6 +13,9 @@ from mixsup_monai.transforms.slide_io import (
 )
 from mixsup_monai.transforms.tile_io import LoadTileD, LoadTiled, LoadTileDict
 from mixsup_monai.transforms.tile_label import (
+    MonaiLabelOutputD,
+    MonaiLabelOutputd,
+    MonaiLabelOutputDict,
     TileContoursD,
     TileContoursd,
     TileContoursDict,
@@ -33,6 +36,9 @@ __all__ = [
     "LoadTileD",
     "LoadTileDict",
     "LoadTiled",
+    "MonaiLabelOutputD",
+    "MonaiLabelOutputDict",
+    "MonaiLabelOutputd",
     "RestrictToTissueD",
     "RestrictToTissueDict",
     "RestrictToTissued",

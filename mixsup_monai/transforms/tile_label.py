@@ -4,7 +4,7 @@ The output side of every bundle's ``inference.json``: :class:`TileLabeld` makes 
 the Model Zoo expect (value = ``channel_def`` index, 0 outside tissue), aligned with the region
 :class:`~mixsup_monai.transforms.LoadTiled` read; :class:`TileContoursd` adds the label's polygons in level-0
 slide pixels under ``result["annotation"]``, the shape MONAI Label's ``/infer/wsi`` collects from every tile
-into DSA / ASAP / QuPath annotations.
+into DSA / ASAP / QuPath annotations; :class:`MonaiLabelOutputd` hands the label to MONAI Label's writer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ from mixsup_monai.transforms.tile_io import region_of
 from mixsup_monai.transforms.tissue import tissue_region
 from mixsup_monai.visualize.geojson import label_map_to_geojson
 
-__all__ = ["TileLabeld", "TileLabelD", "TileLabelDict", "TileContoursd", "TileContoursD", "TileContoursDict"]
+__all__ = [
+    "MonaiLabelOutputD",
+    "MonaiLabelOutputDict",
+    "MonaiLabelOutputd",
+    "TileContoursD",
+    "TileContoursDict",
+    "TileContoursd",
+    "TileLabelD",
+    "TileLabelDict",
+    "TileLabeld",
+]
 
 
 class TileLabeld(MapTransform):
@@ -133,3 +143,48 @@ class TileContoursd(MapTransform):
 
 
 TileContoursD = TileContoursDict = TileContoursd
+
+
+class MonaiLabelOutputd(MapTransform):
+    """The last step of a tile ``inference.json``: the label as MONAI Label 0.8.5's stock writer takes it.
+
+    * The tile's label (``(1, H, W)`` MetaTensor of :class:`TileLabeld`) is kept under ``label_key`` for this
+      project's savers (:class:`~mixsup_monai.handlers.TileLabelSaver`).
+    * ``pred`` becomes the ``(W, H)`` uint8 array -- MONAI's x-first order of 2-D images (``LoadImage`` reads a
+      PNG so); MONAI Label's writer transposes it back when it writes the label PNG.
+    * On a tile of ``/infer/wsi`` (the request sets ``result_write_to_file`` false) only ``result["annotation"]``
+      is used, and MONAI Label 0.8.5 tests the writer's return value -- then the label array itself -- for
+      truth (``if result_file_name and ...``), which raises for any array of more than one element: ``pred``
+      becomes a ``(1, 1)`` array there.
+    * ``image`` is dropped: MONAI Label's ``Restored`` would resize ``pred`` to the image's ``spatial_shape``,
+      which is in the tile's ``(H, W)`` order.
+
+    Args:
+        keys: the label key (``"pred"``).
+        label_key: where the tile's own ``(1, H, W)`` label is kept.
+        image_key: the loaded region, dropped.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        label_key: str = "tile_label",
+        image_key: str = "image",
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.label_key, self.image_key = label_key, image_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            d[self.label_key] = label
+            values = np.asarray(torch.as_tensor(label).cpu(), dtype=np.uint8).reshape(label.shape[-2:])
+            whole_tile = d.get("result_write_to_file", True)
+            d[key] = np.ascontiguousarray(values.T) if whole_tile else np.zeros((1, 1), np.uint8)
+        d.pop(self.image_key, None)
+        return d
+
+
+MonaiLabelOutputD = MonaiLabelOutputDict = MonaiLabelOutputd

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mixsup_monai.inferers import PatchClassifierInferer
-from mixsup_monai.transforms import LoadTiled, TileContoursd, TileLabeld
+from mixsup_monai.transforms import LoadTiled, MonaiLabelOutputd, TileContoursd, TileLabeld
 from mixsup_monai.utils.errors import InputError
 from mixsup_monai.wsi.pyramid import write_pyramidal_tiff
 
@@ -104,3 +104,15 @@ def test_patch_classifier_paints_each_patch_with_its_class():
     assert painted[0].argmax(0)[:32].eq(1).all() and painted[0].argmax(0)[32:].eq(0).all()
     with pytest.raises(ValueError, match=r"to \(B, C\) scores"):
         PatchClassifierInferer(patch_size=32)(image, lambda x: x)
+
+
+def test_monai_label_output_is_x_first_and_a_placeholder_for_wsi_tiles():
+    rgb, discs = _pattern(96, 160)
+    item = LoadTiled(mpp=1.0)({"image": rgb})
+    item["pred"] = _darkness(item["image"][None])[0]
+    labelled = TileLabeld(threshold=0.45, tissue_only=False)(item)
+    out = MonaiLabelOutputd()(labelled)
+    assert "image" not in out and out["tile_label"] is labelled["pred"]
+    assert out["pred"].shape == (160, 96) and np.array_equal(out["pred"].T, out["tile_label"][0].numpy())
+    tile_of_a_slide = MonaiLabelOutputd()({**labelled, "result_write_to_file": False})
+    assert tile_of_a_slide["pred"].shape == (1, 1)  # only result["annotation"] is used for /infer/wsi tiles
