@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.utils import optional_import
 
 from mixsup_monai.inferers.slide_map_sinks import GeoJSONSink, MapEncoding, PyramidalTiffSink, ThumbnailSink
 from mixsup_monai.inferers.streaming_slide import SlideMapResult, StreamingSlideInferer
+from mixsup_monai.visualize.overlay import heatmap_overlay, save_png
 from mixsup_monai.wsi.cache import get_slide
 from mixsup_monai.wsi.tissue import detect_tissue
 
@@ -27,7 +29,8 @@ class SlideMapWriter:
 
     * ``<name>_prob.tif``: the probability of class ``channel`` as a one-channel pyramidal TIFF (0..255), at the
       map's resolution with its MPP -- QuPath, OpenSlide and cuCIM open it; in QuPath add it as an overlay;
-    * ``<name>_prob.png``: a thumbnail of it, ``<name>_classes.png``: the class map in colours (several channels);
+    * ``<name>_prob.png``: a thumbnail of it, ``<name>_classes.png``: the class map in colours (several channels),
+      ``<name>_overlay.png``: the probability as a heat map over the slide's thumbnail;
     * ``<name>.geojson``: the class regions as QuPath annotations (import onto the slide).
 
     Memory stays flat in the slide's size (the inferer's band, a row of TIFF tiles, the reduced maps).
@@ -79,7 +82,9 @@ class SlideMapWriter:
         tissue = detect_tissue(slide) if self.skip_glass else None
         self.output_dir.mkdir(parents=True, exist_ok=True)
         one_channel = self.inferer.activation == "sigmoid"
-        result = self.inferer(slide, self.network, self.sinks(Path(slide_path).stem, one_channel), tissue=tissue)
+        name = Path(slide_path).stem
+        result = self.inferer(slide, self.network, self.sinks(name, one_channel), tissue=tissue)
+        result.outputs.append(self.overlay(slide, name))
         logger.info(
             "%s: %d x %d map, %d windows run, %d glass windows skipped -> %s",
             Path(slide_path).name,
@@ -89,6 +94,16 @@ class SlideMapWriter:
             ", ".join(Path(p).name for p in result.outputs),
         )
         return result
+
+    def overlay(self, slide: Any, name: str) -> Path:
+        """``<name>_overlay.png``: the probability thumbnail as a heat map over the slide read at its size."""
+        from PIL import Image
+
+        with Image.open(self.output_dir / f"{name}_prob.png") as thumbnail:
+            probability = np.asarray(thumbnail, np.float32) / 255.0
+        height, width = probability.shape
+        rgb = slide.read_scaled(location=(0, 0), size=slide.dimensions, out_size=(width, height))
+        return save_png(heatmap_overlay(rgb, probability, alpha=0.6), self.output_dir / f"{name}_overlay.png")
 
     def run(self, slides: Sequence[str | os.PathLike]) -> list[SlideMapResult]:
         """Every slide in turn (a progress bar over slides)."""

@@ -48,6 +48,7 @@ class _Plan:
     skipped: int
     level: int
     read_size: int  # window edge read at ``level`` (``roi`` unless the level is resized to the map's scale)
+    tissue: TissueMask | None = None  # restricts the map to tissue when set
 
 
 @dataclass
@@ -81,7 +82,9 @@ class StreamingSlideInferer:
     sinks keep (an :class:`ArraySink` keeps the map; a :class:`PyramidalTiffSink` a row of tiles per level).
 
     With a tissue mask, windows without tissue (below ``min_tissue_fraction`` of their area) are not read nor
-    run; pixels no window covers get ``covered=False`` (the sinks' fill value).
+    run; pixels no window covers get ``covered=False`` (the sinks' fill value). With ``restrict_to_tissue`` too,
+    so do the pixels outside the mask (glass and pen inside a window with tissue: a network trained on tissue
+    says anything there).
 
     Args:
         roi_size: window edge in map pixels (``block_input_size + 2 * margin`` for a network trained with context).
@@ -93,6 +96,7 @@ class StreamingSlideInferer:
         sigma_scale: Gaussian sigma of the window weights relative to the window centre.
         activation: ``"softmax"`` (over channels), ``"sigmoid"`` or ``None``, applied after blending.
         min_tissue_fraction: with a tissue mask, the tissue a window needs to be run (0: any tissue pixel).
+        restrict_to_tissue: with a tissue mask, leave pixels outside it uncovered (nearest mask pixel).
         device: where the network runs (default: its parameters' device).
         progress: show a progress bar over the windows.
         num_workers: threads reading windows (default ``min(2, cpu count)``).
@@ -108,6 +112,7 @@ class StreamingSlideInferer:
         sigma_scale: float = 0.125,
         activation: str | None = "softmax",
         min_tissue_fraction: float = 0.0,
+        restrict_to_tissue: bool = False,
         device: torch.device | str | None = None,
         progress: bool = False,
         num_workers: int | None = None,
@@ -129,6 +134,7 @@ class StreamingSlideInferer:
         self.sw_batch_size = int(sw_batch_size)
         self.activation = activation
         self.min_tissue_fraction = float(min_tissue_fraction)
+        self.restrict_to_tissue = bool(restrict_to_tissue)
         self.device = None if device is None else torch.device(device)
         self.progress = progress
         self.num_workers = num_workers
@@ -152,7 +158,8 @@ class StreamingSlideInferer:
         if abs(read_size - roi) <= roi * 1e-3:  # the level is the map's scale (odd level sizes: 1.9993 for 2)
             read_size = roi
         skipped = len(x_starts) * len(y_starts) - sum(len(row) for row in windows)
-        return _Plan((map_w, map_h), offset, padded_w, y_starts, windows, skipped, level, read_size)
+        restrict = tissue if self.restrict_to_tissue else None
+        return _Plan((map_w, map_h), offset, padded_w, y_starts, windows, skipped, level, read_size, restrict)
 
     # ---------------------------------------------------------------- reading
     def _locations(self, plan: _Plan, y: int, xs: Sequence[int]) -> np.ndarray:
@@ -197,6 +204,14 @@ class StreamingSlideInferer:
         return batch
 
     # ---------------------------------------------------------------- running
+    def _tissue_rows(self, plan: _Plan, row0: int, rows: int) -> torch.Tensor:
+        """``(rows, map width)`` bool: the tissue mask's nearest pixel of map rows ``row0 ..``."""
+        mask = np.asarray(plan.tissue.mask, bool)
+        scale = self.downsample / float(plan.tissue.downsample)  # mask pixels per map pixel
+        ys = np.minimum(((np.arange(row0, row0 + rows) + 0.5) * scale).astype(np.int64), mask.shape[0] - 1)
+        xs = np.minimum(((np.arange(plan.map_size[0]) + 0.5) * scale).astype(np.int64), mask.shape[1] - 1)
+        return torch.from_numpy(mask[np.ix_(ys, xs)])
+
     def _device(self, network: Any) -> torch.device:
         if self.device is not None:
             return self.device
@@ -297,6 +312,8 @@ class StreamingSlideInferer:
             stop = min(b, start + _EMIT_ROWS)
             weights = band.weights[start:stop, ox : ox + map_w]
             covered = weights > 0
+            if plan.tissue is not None:
+                covered &= self._tissue_rows(plan, y - oy + start, stop - start)
             values = band.values[:, start:stop, ox : ox + map_w] / weights.clamp_min(torch.finfo(torch.float32).tiny)
             if self.activation == "softmax":
                 values = torch.softmax(values, dim=0)

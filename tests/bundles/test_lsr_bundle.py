@@ -51,7 +51,13 @@ def test_train_evaluate_inference(bundle, workspace):
     bundle.infer(root, slides)
     for slide in slides:
         stem = Path(slide).stem
-        for name in (f"{stem}_prob.png", f"{stem}_classes.png", f"{stem}_prob.tif", f"{stem}.geojson"):
+        for name in (
+            f"{stem}_prob.png",
+            f"{stem}_classes.png",
+            f"{stem}_overlay.png",
+            f"{stem}_prob.tif",
+            f"{stem}.geojson",
+        ):
             assert (root / "inference" / name).is_file(), name
         assert json.loads((root / "inference" / f"{stem}.geojson").read_text())["type"] == "FeatureCollection"
     bundle.check_tile_labels(root, slides[0], values={0, 1})

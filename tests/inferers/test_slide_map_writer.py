@@ -57,7 +57,7 @@ def test_writer_writes_an_overlay_thumbnails_and_regions_where_the_discs_are(sli
     writer = SlideMapWriter(inferer, Darkness(), tmp_path, classes=["background", "dark"], geojson_max_size=200)
     (result,) = writer.run([slide])
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["discs.geojson", "discs_classes.png", "discs_prob.png", "discs_prob.tif"]
+    assert names == ["discs.geojson", "discs_classes.png", "discs_overlay.png", "discs_prob.png", "discs_prob.tif"]
     assert result.map_size == (640, 512)
     with tifffile.TiffFile(tmp_path / "discs_prob.tif") as tif:
         level0 = tif.pages[0].asarray()
@@ -93,3 +93,24 @@ def test_load_network_weights_takes_plain_state_dicts_and_round_checkpoints(tmp_
         load_network_weights(target, tmp_path / "wrong.pt")
     with pytest.raises(InputError, match="trained weights not found"):
         load_network_weights(target, tmp_path / "missing.pt")
+
+
+def test_restrict_to_tissue_leaves_glass_out_of_the_map(tmp_path):
+    """A network that says "dark" everywhere: on glass beside the tissue the map stays empty when restricted."""
+    rgb = np.full((768, 1024, 3), 245, np.uint8)  # glass
+    rgb[:, 512:] = (200, 120, 170)  # H&E-pink tissue on the right half
+    path = tmp_path / "half.tif"
+    write_pyramidal_tiff(path, rgb, mpp=0.5, compression="lzw", min_level_size=128)
+
+    class Everywhere(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1]) * 5], dim=1)
+
+    for restrict, glass_expected in ((False, 255), (True, 0)):
+        inferer = StreamingSlideInferer(64, 16, downsample=2.0, restrict_to_tissue=restrict)
+        out = tmp_path / f"restrict_{restrict}"
+        SlideMapWriter(inferer, Everywhere(), out, classes=["background", "dark"]).run([path])
+        with tifffile.TiffFile(out / "half_prob.tif") as tif:
+            level0 = tif.pages[0].asarray()
+        assert level0[:, 300:].min() >= 250  # tissue
+        assert abs(int(level0[:, 244:254].max()) - glass_expected) <= 5  # glass in a window with tissue
