@@ -1,4 +1,4 @@
-"""MONAI transforms: reading slide regions (with context), whole slides and tiles; tissue; tile labels and contours."""
+"""MONAI transforms: slide regions (with context), whole slides, tiles; stain jitter; tissue; tile labels, contours."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mixsup_monai.transforms.slide_io import (
     LoadSlideRegiond,
     LoadSlideRegionDict,
 )
+from mixsup_monai.transforms.stain import RandHEDJitterD, RandHEDJitterd, RandHEDJitterDict
 from mixsup_monai.transforms.tile_io import LoadTileD, LoadTiled, LoadTileDict
 from mixsup_monai.transforms.tile_label import (
     MonaiLabelOutputD,
@@ -39,6 +40,9 @@ __all__ = [
     "MonaiLabelOutputD",
     "MonaiLabelOutputDict",
     "MonaiLabelOutputd",
+    "RandHEDJitterD",
+    "RandHEDJitterDict",
+    "RandHEDJitterd",
     "RestrictToTissueD",
     "RestrictToTissueDict",
     "RestrictToTissued",
