@@ -192,6 +192,7 @@ class ThumbnailSink(SlideMapSink):
         self.factor = 1
         self._sums: np.ndarray | None = None
         self._rows: np.ndarray | None = None
+        self.picture: np.ndarray | None = None
 
     def start(self, size: tuple[int, int], channels: int, mpp: float | None) -> None:
         width, height = size
@@ -222,6 +223,7 @@ class ThumbnailSink(SlideMapSink):
         else:
             mean = self._sums / np.maximum(self._rows[:, None] * self._columns[None, :], 1)
             picture = np.rint(mean).astype(np.uint8)
+        self.picture = picture  # what was written, for pictures made from it (an overlay)
         return save_png(picture, self.path)
 
 

@@ -65,7 +65,8 @@ class SlideMapWriter:
         self.skip_glass = bool(skip_glass)
 
     def sinks(self, name: str, one_channel: bool) -> list:
-        """The sinks of one slide (``one_channel``: a sigmoid network, whose only channel is the probability)."""
+        """The sinks of one slide (``one_channel``: a sigmoid network, whose only channel is the probability); the
+        second is the probability thumbnail, which the overlay is made from."""
         out, channel = self.output_dir, 0 if one_channel else self.channel
         sinks = [
             PyramidalTiffSink(out / f"{name}_prob.tif", channel=channel),
@@ -83,8 +84,9 @@ class SlideMapWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         one_channel = self.inferer.activation == "sigmoid"
         name = Path(slide_path).stem
-        result = self.inferer(slide, self.network, self.sinks(name, one_channel), tissue=tissue)
-        result.outputs.append(self.overlay(slide, name))
+        sinks = self.sinks(name, one_channel)
+        result = self.inferer(slide, self.network, sinks, tissue=tissue)
+        result.outputs.append(self.overlay(slide, name, sinks[1].picture))
         logger.info(
             "%s: %d x %d map, %d windows run, %d glass windows skipped -> %s",
             Path(slide_path).name,
@@ -95,14 +97,11 @@ class SlideMapWriter:
         )
         return result
 
-    def overlay(self, slide: Any, name: str) -> Path:
-        """``<name>_overlay.png``: the probability thumbnail as a heat map over the slide read at its size."""
-        from PIL import Image
-
-        with Image.open(self.output_dir / f"{name}_prob.png") as thumbnail:
-            probability = np.asarray(thumbnail, np.float32) / 255.0
-        height, width = probability.shape
+    def overlay(self, slide: Any, name: str, thumbnail: np.ndarray) -> Path:
+        """``<name>_overlay.png``: the probability thumbnail (uint8) as a heat map over the slide read at its size."""
+        height, width = thumbnail.shape
         rgb = slide.read_scaled(location=(0, 0), size=slide.dimensions, out_size=(width, height))
+        probability = thumbnail.astype(np.float32) / 255.0
         return save_png(heatmap_overlay(rgb, probability, alpha=0.6), self.output_dir / f"{name}_overlay.png")
 
     def run(self, slides: Sequence[str | os.PathLike]) -> list[SlideMapResult]:

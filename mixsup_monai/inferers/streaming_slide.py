@@ -49,6 +49,7 @@ class _Plan:
     level: int
     read_size: int  # window edge read at ``level`` (``roi`` unless the level is resized to the map's scale)
     tissue: TissueMask | None = None  # restricts the map to tissue when set
+    tissue_columns: np.ndarray | None = None  # the mask column of each map column (made at the first band)
 
 
 @dataclass
@@ -209,8 +210,10 @@ class StreamingSlideInferer:
         mask = np.asarray(plan.tissue.mask, bool)
         scale = self.downsample / float(plan.tissue.downsample)  # mask pixels per map pixel
         ys = np.minimum(((np.arange(row0, row0 + rows) + 0.5) * scale).astype(np.int64), mask.shape[0] - 1)
-        xs = np.minimum(((np.arange(plan.map_size[0]) + 0.5) * scale).astype(np.int64), mask.shape[1] - 1)
-        return torch.from_numpy(mask[np.ix_(ys, xs)])
+        if plan.tissue_columns is None:  # the same for every band: once per slide
+            xs = ((np.arange(plan.map_size[0]) + 0.5) * scale).astype(np.int64)
+            plan.tissue_columns = np.minimum(xs, mask.shape[1] - 1)
+        return torch.from_numpy(mask[np.ix_(ys, plan.tissue_columns)])
 
     def _device(self, network: Any) -> torch.device:
         if self.device is not None:
