@@ -28,6 +28,6 @@ done
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 "$PY" -c "import torch" 2>/dev/null || { echo "install_label.sh: torch is not installed in $PY: run bash scripts/install.sh first" >&2; exit 3; }
-"$PY" -m pip install --quiet -e ".[label]"
+"$PY" -m pip install --quiet -c constraints.txt -e ".[label]"
 "$PY" -m pip install --quiet --no-deps "monailabel==0.8.5" "pydicom-seg==0.4.1"
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import monailabel.app, monailabel.tasks.infer.bundle, mixsup_monai; import monailabel; print('monailabel', monailabel.__version__, 'server imports: ok')"

@@ -35,8 +35,9 @@ It also answers cross-origin requests of any web page (CORS '*' unless MONAI_LAB
 even on 127.0.0.1 a page open in a browser on this machine can call it: set MONAI_LABEL_CORS_ORIGINS='["http://..."]'.
 
 Install the label stack first: bash scripts/install_label.sh
-On CPU, send "multi_gpu": false (inside "params") with /infer/wsi requests. /train/<bundle> fails with
-MONAI Label 0.8.5 today (README, MONAI Label section).
+On CPU, send "multi_gpu": false (inside "params") with /infer/wsi requests. /train/<bundle> trains the bundle
+on the datastore's labelled tiles joined with its datalist (README, MONAI Label section); the server runs in
+DIR of --work-dir, so training writes its MLflow runs to <work-dir>/mlruns.
 EOF
 }
 
@@ -64,7 +65,8 @@ done
 [ -n "$STUDIES" ] || { usage >&2; die "--studies is required"; }
 case "$STUDIES" in
     http://*|https://*) ;;  # a remote datastore, e.g. DSA: MONAI_LABEL_DATASTORE=dsa --studies http://host:8080/api/v1
-    *) [ -d "$STUDIES" ] || die "--studies $STUDIES is not a folder" ;;
+    *) [ -d "$STUDIES" ] || die "--studies $STUDIES is not a folder"
+       STUDIES="$(cd "$STUDIES" && pwd)" ;;  # absolute: the server runs in the work dir
 esac
 case "$PORT" in ''|*[!0-9]*) die "--port must be a number, got '$PORT'" ;; esac
 [ -z "$MODELS_DIR" ] || [ -d "$MODELS_DIR" ] || die "--models-dir $MODELS_DIR is not a folder"
@@ -108,6 +110,7 @@ if not os.path.isfile(os.path.join(work, "monaibundle", "main.py")):
     sys.argv = ["monailabel", "apps", "--download", "--name", "monaibundle", "--output", work]
     Main().run()
 PY
+WORK_DIR="$(cd "$WORK_DIR" && pwd)" APP="$(cd "$APP" && pwd)"  # absolute: the server runs in the work dir
 
 # <app>/model/<bundle>: configs/, docs/, LICENSE linked; models/*.pt copied unless the app's copy is newer (a
 # MONAI Label /train writes there), so that the server never writes into the repo or the trained copy.
@@ -139,4 +142,6 @@ if [ "$DRY_RUN" = 1 ]; then
     echo
     exit 0
 fi
+# in the work dir: a /train run writes its MLflow store (mlruns/, relative to the working directory) there
+cd "$WORK_DIR"
 exec "${CMD[@]}"

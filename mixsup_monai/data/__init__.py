@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from mixsup_monai.data.annotations import (
+    AnnotatedDataset,
+    annotated_tiles,
+    annotation_patch_items,
+    annotation_slide_items,
+    tile_positions,
+)
 from mixsup_monai.data.datalist import (
     PATH_KEYS,
     SECTIONS,
@@ -22,6 +29,7 @@ from mixsup_monai.data.patch_dataset import PatchBatchSampler, WSIPatchDataset, 
 from mixsup_monai.data.slides import SlideKeys, collate_slides, prepare_slide_batch, slide_items
 
 __all__ = [
+    "AnnotatedDataset",
     "DatalistError",
     "DatalistProblem",
     "EmptyPoolMode",
@@ -35,6 +43,9 @@ __all__ = [
     "TASKS",
     "TASK_REQUIREMENTS",
     "WSIPatchDataset",
+    "annotated_tiles",
+    "annotation_patch_items",
+    "annotation_slide_items",
     "apportion",
     "check_datalist",
     "collate_patches",
@@ -45,6 +56,7 @@ __all__ = [
     "slide_id",
     "slide_items",
     "slides_of",
+    "tile_positions",
     "unique_slide_ids",
     "z_to_row_index",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from monai.transforms import apply_transform
@@ -13,6 +14,8 @@ from mixsup_monai.rounds.store import PseudoLabelPool, PseudoLabelSet
 
 __all__ = ["PoolDataset", "PoolBatchSampler"]
 
+logger = logging.getLogger(__name__)
+
 
 def _as_pool(name: str, value: PseudoLabelPool | Sequence[Mapping]) -> PseudoLabelPool:
     if isinstance(value, PseudoLabelPool):
@@ -22,6 +25,17 @@ def _as_pool(name: str, value: PseudoLabelPool | Sequence[Mapping]) -> PseudoLab
             f"pool {name!r}: expected a PseudoLabelPool or a list of item dicts, got {type(value).__name__}"
         )
     return PseudoLabelPool(items=[dict(v) for v in value])
+
+
+def _with_data(pools: Mapping, data: list, pool: str, data_items: Callable | None) -> dict:
+    """``pools`` with the items of the labelled-tile records ``data`` added to pool ``pool``."""
+    if data_items is None:
+        raise ValueError("PoolDataset: data (labelled-tile records) given without data_items to read them")
+    if isinstance(pools[pool], PseudoLabelPool):
+        raise TypeError(f"PoolDataset: data_pool {pool!r} holds pseudo labels; data joins a pool of items")
+    items = list(data_items(data))
+    logger.info("pool %r: %d items of %d labelled tile(s) join its %d", pool, len(items), len(data), len(pools[pool]))
+    return {**pools, pool: [*pools[pool], *items]}
 
 
 class PoolDataset(Dataset):
@@ -35,17 +49,36 @@ class PoolDataset(Dataset):
     Use it with :class:`PoolBatchSampler` (fixed composition per batch) and a DataLoader without persistent
     workers, so that each epoch's workers see the current pools.
 
+    ``data`` takes MONAI's ``Dataset(data=...)`` place: records of labelled tiles (what MONAI Label's
+    ``BundleTrainTask`` sets as ``train#dataset#data``) turned into items by ``data_items`` and added to the pool
+    ``data_pool`` (the pixel-labelled pool), after the datalist's items.
+
     Args:
         pools: ``{name: items or PseudoLabelPool}`` in ratio order (items may be empty lists).
         transform: callable applied to each item (e.g. a MONAI ``Compose`` of dictionary transforms).
+        data: labelled-tile records ``{"image", "label"}``; ``None`` or ``[]`` for none.
+        data_pool: the pool ``data``'s items join (default: the first pool).
+        data_items: turns ``data`` into items of that pool (e.g. a partial of
+            :func:`~mixsup_monai.data.annotation_patch_items`); required when ``data`` is not empty.
     """
 
-    def __init__(self, pools: Mapping[str, PseudoLabelPool | Sequence[Mapping]], transform: Callable | None = None):
+    def __init__(
+        self,
+        pools: Mapping[str, PseudoLabelPool | Sequence[Mapping]],
+        transform: Callable | None = None,
+        data: Sequence[Mapping] | None = None,
+        data_pool: str | None = None,
+        data_items: Callable[[Sequence[Mapping]], list[dict]] | None = None,
+    ):
         if not pools:
             raise ValueError(
                 "PoolDataset needs at least one pool, e.g. {'pixel': [...], 'positive': [], 'negative': []}"
             )
         self.names = list(pools)
+        if data_pool is not None and data_pool not in pools:  # a typo shows here, not once data arrives
+            raise KeyError(f"PoolDataset: data_pool {data_pool!r} is not a declared pool {self.names}")
+        if data:
+            pools = _with_data(pools, list(data), self.names[0] if data_pool is None else data_pool, data_items)
         self.pools = {name: _as_pool(name, value) for name, value in pools.items()}
         self.transform = transform
         self._offsets = self._compute_offsets()

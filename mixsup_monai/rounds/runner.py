@@ -64,6 +64,22 @@ class RoundEvents(EventEnum):
     ROUND_SCORED = "round_scored"
 
 
+def _detach_checkpoint_loaders(trainer: Any) -> list:
+    """Remove the ``CheckpointLoader`` handlers of the trainer and return them.
+
+    A ``CheckpointLoader`` in ``train#handlers`` (MONAI Label's ``pretrained`` adds one, loading
+    ``models/model.pt``) fires on every ``trainer.run()`` -- every M-step -- and would put the starting weights
+    back at each round; the runner applies them once, before round 0 of a fresh run.
+    """
+    from monai.handlers import CheckpointLoader
+
+    handlers = getattr(trainer, "_event_handlers", {}).get(Events.STARTED, [])
+    loaders = [handler for handler, *_ in handlers if isinstance(handler, CheckpointLoader)]
+    for loader in loaders:
+        trainer.remove_event_handler(loader, Events.STARTED)
+    return loaders
+
+
 def _floats(metrics: Mapping) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
@@ -200,6 +216,7 @@ class RoundRunner(Engine):
                 f"{type(self.pools).__name__}"
             )
         self.network = trainer.network
+        self.initial_weights = _detach_checkpoint_loaders(trainer)
         if save_dict is None:
             save_dict = {"model": self.network, "optimizer": trainer.optimizer, "trainer": trainer}
             if scorer is not None and hasattr(scorer, "state_dict"):
@@ -249,6 +266,8 @@ class RoundRunner(Engine):
             return self.resumed_rounds
         if is_rank0():
             self.store.delete_from(0)  # pseudo labels of an earlier run in the same folder
+        for loader in self.initial_weights:
+            loader(self.trainer)
         self.checkpoints.start()
         self.resumed_rounds = 0
         return 0

@@ -50,9 +50,10 @@ class LoadSlideRegiond(MapTransform):
     """Dictionary version of :class:`LoadSlideRegion`, optionally with the matching label-map crop.
 
     Reads ``data[key]`` (slide path) at ``data[location_key]`` / ``data[size_key]`` (level 0) and replaces
-    it with the ``(3, H, W)`` image tensor. When ``mask_key`` is set and the item has a ``mask`` path
+    it with the ``(3, H, W)`` image tensor. When ``mask_key`` is set and the item has a path there
     (label map at ``mask_level``), also writes ``mask_output_key``: a ``(1, H, W)`` long tensor of class
-    indices (255 = ignore) aligned with the image.
+    indices (255 = ignore) aligned with the image -- with the box only, not its ``context``. Items without
+    one get an all-``missing_mask_value`` map when that is set (so that a batch mixing both collates).
 
     ``context`` adds that many output pixels of surrounding slide on every side (the output is then
     ``out_size + 2 * context``; pixels beyond the slide are black): a network whose loss only sees the
@@ -69,9 +70,11 @@ class LoadSlideRegiond(MapTransform):
         mask_key: str | None = None,
         mask_output_key: str = "label_map",
         context: int = 0,
+        missing_mask_value: int | None = None,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
+        self.missing_mask_value = missing_mask_value
         if context < 0:
             raise ValueError(f"LoadSlideRegiond: context must be >= 0 output pixels, got {context}")
         self.context = int(context)
@@ -97,17 +100,22 @@ class LoadSlideRegiond(MapTransform):
             margin_y = round(self.context * h / self.out_size[1])
             location, size = (x - margin_x, y - margin_y), (w + 2 * margin_x, h + 2 * margin_y)
             d[key] = self.loader(path, location, size, d.get("mpp"))
-            if self.mask_key is not None and d.get(self.mask_key):
+            if self.mask_key is None:
+                continue
+            if d.get(self.mask_key):
                 slide = get_slide(path, d.get("mpp"))
                 level = int(d["mask_level"])
                 crop = crop_label_map(
                     self._label_map(str(d[self.mask_key])),
                     slide.info.level_downsamples[level],
-                    location,
-                    size,
-                    self.loader.out_size,
+                    (x, y),
+                    (w, h),
+                    self.out_size,
                 )
                 d[self.mask_output_key] = torch.from_numpy(crop.astype(np.int64))[None]
+            elif self.missing_mask_value is not None:
+                shape = (1, self.out_size[1], self.out_size[0])
+                d[self.mask_output_key] = torch.full(shape, int(self.missing_mask_value), dtype=torch.int64)
         return d
 
 
@@ -123,7 +131,8 @@ class LoadSlided(MapTransform):
     Records ``downsample`` and the original ``slide_path`` in the item for savers downstream.
 
     Args:
-        downsample: level-0 pixels per output pixel, e.g. ``block_size / network_input_size``.
+        downsample: level-0 pixels per output pixel, e.g. ``block_size / network_input_size``; an item's own
+            ``downsample`` (a labelled tile at another resolution than the slides) takes precedence.
         max_pixels: refuse outputs larger than this many pixels (a clear error instead of running out
             of memory on a gigapixel slide; raise ``downsample`` or the limit).
     """
@@ -151,24 +160,25 @@ class LoadSlided(MapTransform):
             path = str(d[key])
             slide = get_slide(path, d.get("mpp"))
             width, height = slide.info.level_dimensions[0]
-            out_size = (max(1, round(width / self.downsample)), max(1, round(height / self.downsample)))
+            downsample = float(d.get("downsample", self.downsample))
+            out_size = (max(1, round(width / downsample)), max(1, round(height / downsample)))
             if out_size[0] * out_size[1] > self.max_pixels:
                 raise ValueError(
-                    f"slide {path!r}: {width} x {height} px at downsample {self.downsample} gives "
+                    f"slide {path!r}: {width} x {height} px at downsample {downsample} gives "
                     f"{out_size[0]} x {out_size[1]} px, above max_pixels={self.max_pixels}; "
                     "raise downsample or max_pixels"
                 )
             rgb = slide.read_scaled(location=(0, 0), size=(width, height), out_size=out_size)
             d[key] = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
             d["slide_path"] = path
-            d["downsample"] = self.downsample
+            d["downsample"] = downsample
             if self.mask_key is not None and d.get(self.mask_key):
                 level = int(d["mask_level"])
                 crop = crop_label_map(
                     read_label_map(str(d[self.mask_key])),
                     slide.info.level_downsamples[level],
                     (0, 0),
-                    (out_size[0] * self.downsample, out_size[1] * self.downsample),
+                    (out_size[0] * downsample, out_size[1] * downsample),
                     out_size,
                 )
                 d[self.mask_output_key] = torch.from_numpy(crop.astype(np.int64))[None]

@@ -43,8 +43,9 @@ def crop_label_map(
     """
     out_w, out_h = int(out_size[0]), int(out_size[1])
     # centres of the output pixels, mapped to label-map pixels: nearest neighbour without aliasing shifts
-    xs = ((location[0] + (np.arange(out_w) + 0.5) * size[0] / out_w) / downsample).astype(np.int64)
-    ys = ((location[1] + (np.arange(out_h) + 0.5) * size[1] / out_h) / downsample).astype(np.int64)
+    # floor, not truncation: a centre at -0.5 lies outside the map (a box starting left of it, e.g. a centred patch)
+    xs = np.floor((location[0] + (np.arange(out_w) + 0.5) * size[0] / out_w) / downsample).astype(np.int64)
+    ys = np.floor((location[1] + (np.arange(out_h) + 0.5) * size[1] / out_h) / downsample).astype(np.int64)
     out = np.full((out_h, out_w), 255, np.uint8)
     valid_x = (xs >= 0) & (xs < label_map.shape[1])
     valid_y = (ys >= 0) & (ys < label_map.shape[0])

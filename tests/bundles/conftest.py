@@ -13,32 +13,12 @@ import pytest
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
-#: slides of each task's tiny demo cohort (the fewest with which every bundle test runs: LSR needs 2 test
-#: slides for its 2-rank DDP test, MixSup both classes in every split).
-DEMO_SLIDES = {"lsr": 6, "mixsup": 8, "npl": 5}
-
 #: a real H&E tile of ../shared/data (read-only material beside the repo; tests that need it skip without it)
 SHARED_TILES = Path(__file__).resolve().parents[3] / "shared" / "data" / "tiles"
 SHARED_TILE = SHARED_TILES / "tissue-level0-4302-10273-4814-10785.png"
 
 #: datalist keys holding slide-relative file paths.
 PATH_KEYS = ("image", "mask", "tissue_mask", "tumour_mask", "truth_mask")
-
-
-@pytest.fixture(scope="session")
-def demo_datalist(tmp_path_factory) -> Callable[[str], Path]:
-    """``demo_datalist(task)``: the datalist of the task's tiny demo cohort (seed 0), made once per session."""
-    from mixsup_monai.demo import make_demo_cohort
-
-    made: dict[str, Path] = {}
-
-    def make(task: str) -> Path:
-        if task not in made:
-            folder = tmp_path_factory.mktemp(f"demo_{task}")
-            made[task] = Path(make_demo_cohort(task, folder, seed=0, n_slides=DEMO_SLIDES[task], progress=False))
-        return made[task]
-
-    return make
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,13 @@ SLIDE_NAME = "CMU-1-Small-Region.svs"
 CROP_SIZE = (384, 256)
 #: the parts of a bundle the MONAI Label app gets (its models/ are written by the fixture)
 BUNDLE_PARTS = ("configs", "docs", "LICENSE")
+#: test-sized budgets written into the served copies' train.json before the server reads it (a user edits the same
+#: keys); every bundle also trains on the session's tiny demo cohort instead of writing its own.
+TRAIN_SETTINGS = {
+    "lsr": {"val_interval": 1},
+    "mixsup": {"max_rounds": 1, "epochs_per_round": 1, "batches_per_epoch": 2, "stage2_epochs": 1, "top_k": 2},
+    "npl": {"max_rounds": 1, "epochs_per_round": 1, "batches_per_epoch": 2, "early_stopping_patience": 1},
+}
 #: config IDs that may hold MixSup's stage-2 network, whose weights inference.json loads from models/classifier.pt
 STAGE2_IDS = ("stage2_network_def", "classifier_network_def", "classifier_def")
 
@@ -140,3 +147,15 @@ def trained_bundles(tmp_path_factory: pytest.TempPathFactory, one_thread: None) 
         _write_random_weights(bundle)
         bundles[name] = bundle
     return bundles
+
+
+@pytest.fixture(scope="session")
+def trainable_bundles(trained_bundles: dict[str, Path], demo_datalist) -> dict[str, Path]:
+    """The trained copies with :data:`TRAIN_SETTINGS` and the session's tiny demo datalist in ``configs/train.json``
+    (written before a server reads them)."""
+    for name, bundle in trained_bundles.items():
+        train = bundle / "configs" / "train.json"
+        config = json.loads(train.read_text())
+        config.update(TRAIN_SETTINGS[name], datalist=str(demo_datalist(name)))
+        train.write_text(json.dumps(config, indent=4))
+    return trained_bundles

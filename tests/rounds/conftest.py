@@ -16,8 +16,11 @@ def tiny_cohort(tmp_path_factory) -> Path:
     return make_cohort(tmp_path_factory.mktemp("tiny_cohort"))
 
 
-def build_runner(datalist: Path, ckpt_dir: Path, max_rounds: int, seed: int = 0, handlers=(), scorer_hook=None):
-    """A small MixSup round runner in plain Python (the bundle builds the same from JSON)."""
+def build_runner(
+    datalist: Path, ckpt_dir: Path, max_rounds: int, seed: int = 0, handlers=(), scorer_hook=None, train_handlers=()
+):
+    """A small MixSup round runner in plain Python (the bundle builds the same from JSON); ``train_handlers`` are
+    added to the trainer's after its own (MONAI Label adds a ``CheckpointLoader`` there)."""
     import monai
     import torch
     from ignite.metrics import Average
@@ -60,7 +63,7 @@ def build_runner(datalist: Path, ckpt_dir: Path, max_rounds: int, seed: int = 0,
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=SoftBCEWithLogitsLoss(ignore_value=255),
-        train_handlers=[SamplerEpochSetter(sampler)],
+        train_handlers=[SamplerEpochSetter(sampler), *train_handlers],
         key_train_metric={"train_loss": Average(output_transform=lambda out: out[0]["loss"])},
         amp=False,
     )

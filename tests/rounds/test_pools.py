@@ -69,3 +69,53 @@ def test_sampler_rejects_a_ratio_of_the_wrong_length():
     ds = PoolDataset({"pixel": _items("p", 4), "negative": []})
     with pytest.raises(ValueError, match=r"ratio \[2, 1, 7\] has 3 entries for the pools \['pixel', 'negative'\]"):
         PoolBatchSampler(ds, ratio=[2, 1, 7])
+
+
+def test_data_items_join_the_first_pool_after_its_own_items():
+    """The items of ``data_items(data)`` follow the first pool's own items; the other pools are untouched."""
+    seen = []
+
+    def data_items(data):
+        seen.append(data)
+        return [{"tag": "a", "i": r["n"]} for r in data]
+
+    records = ({"n": 7}, {"n": 8})
+    ds = PoolDataset({"pixel": _items("p", 2), "negative": _items("n", 1)}, data=records, data_items=data_items)
+    assert seen == [list(records)] and ds.pool_sizes == [4, 1]
+    assert [ds[i]["tag"] for i in range(5)] == ["p", "p", "a", "a", "n"]
+    assert ds[3] == {"tag": "a", "i": 8, "pool": "pixel"}
+
+
+def test_data_items_join_the_named_pool():
+    """``data_pool`` names the pool the data's items are appended to."""
+    ds = PoolDataset(
+        {"pixel": _items("p", 1), "positive": _items("y+", 1), "negative": []},
+        data=[{"n": 0}],
+        data_pool="positive",
+        data_items=lambda data: _items("a", 2 * len(data)),
+    )
+    assert ds.pool_sizes == [1, 3, 0]
+    assert [ds.locate(i) for i in (1, 3)] == [("positive", 0), ("positive", 2)] and ds[3]["tag"] == "a"
+
+
+def test_no_data_needs_no_data_items():
+    """Without data (None or []) the pools are the declared ones and ``data_items`` is not called."""
+
+    def data_items(data):
+        raise AssertionError("called without data")
+
+    for data in (None, []):
+        ds = PoolDataset({"pixel": _items("p", 2)}, data=data, data_items=data_items)
+        assert ds.pool_sizes == [2]
+
+
+def test_data_with_an_unknown_pool_or_without_data_items_is_refused():
+    """Data for an undeclared pool is a KeyError naming it; data without ``data_items`` a ValueError."""
+    pools = {"pixel": _items("p", 1), "negative": []}
+    with pytest.raises(KeyError, match=r"data_pool 'positive' is not a declared pool \['pixel', 'negative'\]"):
+        PoolDataset(pools, data=[{"n": 0}], data_pool="positive", data_items=lambda data: [])
+    with pytest.raises(ValueError, match="given without data_items"):
+        PoolDataset(pools, data=[{"n": 0}])
+    labels = np.zeros((1, 1, 1, 1), np.float16)
+    with pytest.raises(TypeError, match="holds pseudo labels"):
+        PoolDataset({"y": PseudoLabelPool(_items("y", 1), {"label": labels})}, data=[{"n": 0}], data_items=list)

@@ -234,3 +234,31 @@ def test_rounds_out_of_order_and_other_versions_are_refused(tmp_path):
     path.write_text(json.dumps({**state, "version": 2}))
     with pytest.raises(ValueError, match="has version 2, expected 1"):
         _checkpoints(tmp_path)[0].load()
+
+
+def test_a_checkpoint_loader_of_the_trainer_loads_once_before_round_0(runner_factory, tmp_path):
+    """MONAI Label's ``pretrained`` puts a ``CheckpointLoader`` in ``train#handlers``: it fires at every
+    ``trainer.run()``, i.e. every M-step; the runner detaches it and applies it once, before round 0, so that
+    rounds 1, 2 continue from the previous round's network instead of the pretrained one."""
+    from monai.handlers import CheckpointLoader
+
+    class CountingLoader(CheckpointLoader):
+        calls = 0
+
+        def __call__(self, engine):
+            type(self).calls += 1
+            super().__call__(engine)
+
+    _, pretrained_net, _ = runner_factory(tmp_path / "init", max_rounds=0)
+    torch.nn.init.constant_(next(pretrained_net.parameters()), 0.5)
+    torch.save(pretrained_net.state_dict(), tmp_path / "model.pt")
+    loader = CountingLoader(str(tmp_path / "model.pt"), {"model": pretrained_net})  # re-pointed below
+    runner, net, _ = runner_factory(tmp_path / "run", max_rounds=2, train_handlers=[loader])
+    loader.load_dict = {"model": net}
+    assert not runner.trainer.has_event_handler(loader)
+    assert runner.initial_weights == [loader]
+    net_first = next(net.parameters())
+    runner.run()
+    assert CountingLoader.calls == 1
+    assert len(runner.records) == 3
+    assert not torch.allclose(net_first, torch.full_like(net_first, 0.5))  # trained on after the load

@@ -65,3 +65,39 @@ def test_bad_arguments_are_refused():
         LoadSlideRegiond(out_size=(64, 64), context=-1)
     with pytest.raises(ValueError, match="too small for a margin of 40"):
         CenterCropInferer(margin=40)(torch.zeros(1, 2, 64, 64), lambda x: x)
+
+
+def test_item_without_mask_gets_a_missing_mask_value_map(slide):
+    """Items without a mask get a full (1, H, W) int64 map of ``missing_mask_value``, else no label key."""
+    item = {"image": slide["image"], "location": [0, 0], "size": [128, 128]}
+    out = LoadSlideRegiond(out_size=(16, 24), mask_key="mask", missing_mask_value=255)(item)
+    assert out["image"].shape == (3, 24, 16)
+    assert out["label_map"].shape == (1, 24, 16) and out["label_map"].dtype == torch.int64
+    assert (out["label_map"] == 255).all()
+    zeros = LoadSlideRegiond(out_size=(16, 24), mask_key="mask", missing_mask_value=0)({**item, "mask": None})
+    assert zeros["label_map"].shape == (1, 24, 16) and (zeros["label_map"] == 0).all()
+    assert "label_map" not in LoadSlideRegiond(out_size=(16, 24), mask_key="mask")(item)
+    with_mask = LoadSlideRegiond(out_size=(16, 16), mask_key="mask", missing_mask_value=7)({**slide, **item})
+    assert set(torch.unique(with_mask["label_map"]).tolist()) == {0, 255}
+
+
+def test_label_covers_the_box_without_the_context(slide):
+    """With context the image grows by the margin but the label stays the box's labels at ``out_size``."""
+    item = {**slide, "location": [448, 256], "size": [128, 128]}
+    plain = LoadSlideRegiond(out_size=(16, 16), mask_key="mask")(item)
+    out = LoadSlideRegiond(out_size=(16, 16), mask_key="mask", context=8)(item)
+    assert out["image"].shape == (3, 32, 32) and out["label_map"].shape == (1, 16, 16)
+    expected = crop_label_map(np.asarray(Image.open(slide["mask"])), 4.0, (448, 256), (128, 128), (16, 16))
+    np.testing.assert_array_equal(out["label_map"][0].numpy(), expected)
+    assert torch.equal(out["label_map"], plain["label_map"])
+    assert (out["label_map"][0, :, :8] == 0).all() and (out["label_map"][0, :, 8:] == 1).all()
+    assert torch.allclose(out["image"][:, 8:-8, 8:-8], plain["image"], atol=2 / 255)
+
+
+def test_whole_slide_uses_the_item_own_downsample(slide):
+    """An item's ``downsample`` overrides the transform's, for the image, the label and the recorded value."""
+    out = LoadSlided(downsample=4.0, mask_key="mask")({**slide, "downsample": 8.0})
+    assert out["image"].shape == (3, 96, 128) and out["label"].shape == (1, 96, 128)
+    assert out["downsample"] == 8.0
+    assert (out["label"][0, 5:, :64] == 0).all() and (out["label"][0, 5:, 64:] == 1).all()
+    assert (out["label"][0, :5] == 255).all()

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from mixsup_monai.methods.lsr.annotations import (
+    HIGH_RES_KEY,
+    PIXEL_LABELS_KEY,
+    HighResPrepareBatch,
+    annotation_blocks,
+    most_likely_z,
+)
 from mixsup_monai.methods.lsr.blocks import block_items, block_label_map, mask_estimation_samples
 from mixsup_monai.methods.lsr.label_stats import (
     LabelStatsTable,
@@ -27,7 +34,10 @@ from mixsup_monai.methods.lsr.super_resolution_loss import (
 )
 
 __all__ = [
+    "HIGH_RES_KEY",
+    "PIXEL_LABELS_KEY",
     "GroupedBatchSampler",
+    "HighResPrepareBatch",
     "LSRDistance",
     "LSRFormulation",
     "LSRVariance",
@@ -35,6 +45,7 @@ __all__ = [
     "LabelSuperResolutionLoss",
     "LowResolutionLabelLoss",
     "SingletonGroups",
+    "annotation_blocks",
     "block_items",
     "block_label_map",
     "block_statistics",
@@ -48,5 +59,6 @@ __all__ = [
     "low_resolution_targets",
     "lsr_distance",
     "mask_estimation_samples",
+    "most_likely_z",
     "z_to_row_index",
 ]

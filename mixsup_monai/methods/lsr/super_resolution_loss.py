@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -425,7 +425,7 @@ class LabelSuperResolutionLoss(_Loss):
     def forward(
         self,
         input: torch.Tensor,
-        target_z: torch.Tensor,
+        target_z: torch.Tensor | Mapping[str, torch.Tensor],
         high_res_target: torch.Tensor | None = None,
         group_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -433,7 +433,8 @@ class LabelSuperResolutionLoss(_Loss):
 
         Args:
             input: (B, L, H, W) (or (B, L, *spatial)) logits, or probabilities when ``softmax=False``.
-            target_z: (B,) (or (B, 1)) integer low-resolution labels, each a z of the table.
+            target_z: (B,) (or (B, 1)) integer low-resolution labels, each a z of the table; or
+                ``{"z": labels, "high_res": pixel targets}`` (what :class:`HighResPrepareBatch` gives the trainer).
             high_res_target: optional (B, H, W) or (B, 1, H, W) integer label maps, ``ignore_index`` where
                 unlabelled; used when ``high_res_weight > 0``.
             group_ids: optional (B,) integer group ids overriding the grouping by z (group formulations only;
@@ -445,6 +446,8 @@ class LabelSuperResolutionLoss(_Loss):
         Raises:
             ValueError: wrong shapes, L different from the table's, a z not in the table, a group mixing z.
         """
+        if isinstance(target_z, Mapping):  # HighResPrepareBatch: {"z": (B,), "high_res": (B, 1, H, W)}
+            target_z, high_res_target = target_z["z"], target_z.get("high_res", high_res_target)
         target_z, hr_active = self._check_inputs(input, target_z, high_res_target)
         rows = z_to_row_index(target_z, self.z_values, table_name=self.label_stats.display_name)
         probs = torch.softmax(input, dim=1) if self.softmax else input

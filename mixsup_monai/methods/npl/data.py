@@ -11,6 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from mixsup_monai.data.annotations import annotation_patch_items
 from mixsup_monai.data.identity import slide_id, unique_slide_ids
 from mixsup_monai.wsi.grid import build_patch_grid
 from mixsup_monai.wsi.labels import IGNORE_INDEX, crop_label_map, read_label_map
@@ -18,6 +19,7 @@ from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, open_slide
 from mixsup_monai.wsi.tissue import detect_tissue
 
 __all__ = [
+    "annotation_class_items",
     "proportion_classes",
     "patch_labels",
     "labelled_patch_items",
@@ -320,3 +322,41 @@ class NPLTargetd(MapTransform):
 
 
 NPLTargetD = NPLTargetDict = NPLTargetd
+
+
+def annotation_class_items(
+    records: Sequence[Mapping],
+    patch_size: int,
+    mpp: float,
+    num_classes: int,
+    input_mpp: float = 1.0,
+    min_known: float = 0.5,
+) -> list[dict]:
+    """Patches of labelled tiles (MONAI Label's datastore) with their class, like :func:`labelled_patch_items`.
+
+    The tiles are cut at the network's resolution by :func:`~mixsup_monai.data.annotation_patch_items`; each
+    patch's class is the majority of its labelled pixels (:func:`patch_labels`), and patches labelled on less
+    than ``min_known`` of their area are dropped.
+
+    Args:
+        records: ``[{"image": tile, "label": label map}, ...]``; label values are the class indices, 255 unlabelled.
+        patch_size: patch edge in network pixels.
+        mpp: microns per pixel the network trains at.
+        num_classes: C.
+        input_mpp: microns per pixel of tiles whose file does not state it.
+        min_known: minimum labelled share of a patch.
+
+    Returns:
+        Items ``{"image", "location", "size" (tile pixels), "level": 0, "mpp", "label" (class index)}``.
+    """
+    items = []
+    maps: dict[str, np.ndarray] = {}
+    for patch in annotation_patch_items(records, patch_size, mpp, num_classes, input_mpp, min_labelled=min_known):
+        if patch["mask"] not in maps:
+            maps[patch["mask"]] = read_label_map(patch["mask"])
+        label_map = maps[patch["mask"]]
+        (label,) = patch_labels(label_map, 1.0, [patch["location"]], patch["size"][0], num_classes, min_known)
+        if label != IGNORE_INDEX:
+            keep = ("image", "location", "size", "level", "mpp")
+            items.append({key: patch[key] for key in keep} | {"label": int(label)})
+    return items
