@@ -14,7 +14,7 @@ from mixsup_monai.demo.cohorts import (
     make_demo_cohort,
     mask_estimated_table,
 )
-from mixsup_monai.demo.ensure import ensure_demo_cohort
+from mixsup_monai.demo.ensure import ensure_demo_cohort, warn_if_demo_joins_annotations
 from mixsup_monai.demo.textures import CENTRES, Stain, Tex, render_slide
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "lsr_z",
     "make_demo_cohort",
     "render_slide",
+    "warn_if_demo_joins_annotations",
 ]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from mixsup_monai.demo.cohorts import make_demo_cohort
 from mixsup_monai.utils.distributed import barrier, is_rank0
 from mixsup_monai.utils.errors import InputError, InputNotFoundError
 
-__all__ = ["ensure_demo_cohort"]
+__all__ = ["ensure_demo_cohort", "warn_if_demo_joins_annotations"]
+
+logger = logging.getLogger(__name__)
 
 
 def ensure_demo_cohort(task: str, datalist: str | os.PathLike, demo_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -52,3 +56,23 @@ def ensure_demo_cohort(task: str, datalist: str | os.PathLike, demo_dir: str | o
             raise InputError("datalist is a folder", where, f"expected a JSON file; {fix}")
         raise InputNotFoundError("datalist not found", where, f"this path does not exist; {fix}")
     return path
+
+
+def warn_if_demo_joins_annotations(
+    datalist: str | os.PathLike, demo_dir: str | os.PathLike, annotations: Sequence[object] | None
+) -> bool:
+    """Warn when labelled tiles (MONAI Label's ``train#dataset#data``) are about to join the *demo* cohort.
+
+    A served bundle trains its annotations together with the weak labels of its ``datalist``, which defaults to
+    the embedded synthetic demo: right for trying the server, wrong for a real cohort. Returns whether it warned.
+    """
+    demo = (Path(demo_dir) / "datalist.json").expanduser().resolve()
+    if not annotations or Path(datalist).expanduser().resolve() != demo:
+        return False
+    logger.warning(
+        "training %d labelled tile(s) together with the embedded synthetic demo cohort (%s): set 'datalist' in "
+        "the served bundle's configs/train.json to your cohort's datalist for real use",
+        len(annotations),
+        demo,
+    )
+    return True

@@ -241,3 +241,18 @@ def test_tile_inference_reads_tiles_at_the_training_resolution(name):
         assert mpp == input_mpp * inference.get_parsed_content("slide_downsample")
     else:
         assert mpp == input_mpp * 2 ** inference.get_parsed_content("patch_level")
+
+
+def test_labelled_tiles_joining_the_demo_cohort_are_warned_about(tmp_path, caplog):
+    """MONAI Label's labelled tiles with the default (demo) datalist: a warning that names the demo and the fix;
+    none for a user's datalist or without tiles."""
+    from mixsup_monai.demo import warn_if_demo_joins_annotations
+
+    demo = tmp_path / "demo_data"
+    tiles = [{"image": "tile.png", "label": "label.png"}]
+    with caplog.at_level("WARNING", logger="mixsup_monai.demo.ensure"):
+        assert warn_if_demo_joins_annotations(demo / "datalist.json", demo, tiles)
+        assert not warn_if_demo_joins_annotations(tmp_path / "cohort.json", demo, tiles)
+        assert not warn_if_demo_joins_annotations(demo / "datalist.json", demo, [])
+    (record,) = caplog.records
+    assert "1 labelled tile(s)" in record.getMessage() and "set 'datalist'" in record.getMessage()

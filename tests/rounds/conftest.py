@@ -77,6 +77,7 @@ def build_runner(
         seed=seed,
         predictor=predictor,
         validation_slides=slides_of(data, "validation"),
+        shared_dir=Path(ckpt_dir) / "e_step",
     )
     if scorer_hook is not None:
         original = scorer.__call__

@@ -1,4 +1,5 @@
-"""The E-step split across 2 gloo ranks gives the pseudo labels, records and weights of one process.
+"""The E-step (and stage 2's validation) split across 2 gloo ranks gives the pseudo labels, records and weights of
+one process.
 
 The M-step is replicated (each rank trains on every batch, as one process does) so that the networks that predict
 are the same; a DDP M-step, whose ranks share the batches, is the bundles' ``multi_gpu_train.json``.
@@ -35,16 +36,18 @@ class _CountingPredictor:
         return type(self._predictor).predict_across_ranks(self, slides, folder, network, description)
 
 
-def _run(datalist: Path, ckpt: Path) -> tuple[list, list, dict]:
+def _run(datalist: Path, ckpt: Path) -> tuple[list, list, list, dict]:
     torch.set_num_threads(1)  # float reductions in one order, in every process
     runner, net, _ = build_runner(datalist, ckpt, max_rounds=1)
     sampler = runner.trainer.data_loader.batch_sampler
     # every rank trains on every batch (the E-step is compared); _inner was built for the world size already
     sampler.num_replicas, sampler.rank, sampler._inner = 1, 0, None
     seen: list[str] = []
+    seen_validation: list[str] = []
     runner.predictor = _CountingPredictor(runner.predictor, seen)
+    runner.scorer.predictor = _CountingPredictor(runner.scorer.predictor, seen_validation)
     runner.run()
-    return runner.records, seen, {k: v.clone() for k, v in net.state_dict().items()}
+    return runner.records, seen, seen_validation, {k: v.clone() for k, v in net.state_dict().items()}
 
 
 def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: str) -> None:
@@ -63,8 +66,9 @@ def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: st
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=180)
     )
     try:
-        records, seen, weights = _run(Path(datalist), Path(ckpt))
-        torch.save({"records": records, "seen": seen, "weights": weights}, f"{out}.{rank}")
+        records, seen, seen_validation, weights = _run(Path(datalist), Path(ckpt))
+        result = {"records": records, "seen": seen, "seen_validation": seen_validation, "weights": weights}
+        torch.save(result, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -102,6 +106,10 @@ def test_two_ranks_split_the_slides_and_make_the_labels_of_one_process(tiny_coho
         assert 0 < len(result["seen"]) < len(seen_single)
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(seen_single) and len(slides) > 2
     assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"])
+    # stage 2's validation slides too (every round), and the records below hold the same validation metrics
+    validation = reference["seen_validation"]
+    assert sorted(ranks[0]["seen_validation"] + ranks[1]["seen_validation"]) == sorted(validation)
+    assert all(0 < len(result["seen_validation"]) < len(validation) for result in ranks)
     # the same records, final weights and labels as one process
     for result in ranks:
         records = _comparable(result["records"])

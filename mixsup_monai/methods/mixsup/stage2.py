@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +23,7 @@ from mixsup_monai.handlers.sampler_epoch import SamplerEpochSetter
 from mixsup_monai.methods.mixsup.data import slide_label_of
 from mixsup_monai.metrics.slide import slide_classification_metrics
 from mixsup_monai.rounds.predict import SlidePatchPredictor, SlidePrediction
+from mixsup_monai.utils.distributed import barrier, is_rank0
 from mixsup_monai.utils.seeds import round_seed
 from mixsup_monai.wsi.reader import DEFAULT_BACKENDS
 
@@ -130,6 +134,10 @@ class TopKSlideClassifier:
         label_key: slide key of the 0/1 label.
         predictor: runs θ1 over validation / test slides (needed for ``validation_slides`` and :meth:`classify`).
         validation_slides: datalist entries scored after each round (optional).
+        shared_dir: under ``torchrun``, where the ranks put their share of the validation slides' θ1 predictions
+            (:meth:`~mixsup_monai.rounds.SlidePatchPredictor.predict_across_ranks`; on several nodes a shared file
+            system, like the checkpoints): each rank predicts ``1 / world`` of them. ``None``: every rank predicts
+            every validation slide.
         augment: random flips / 90° rotations of the K patches.
         backends: slide reader order.
     """
@@ -146,6 +154,7 @@ class TopKSlideClassifier:
         label_key: str = "label",
         predictor: SlidePatchPredictor | None = None,
         validation_slides: Sequence[Mapping] | None = None,
+        shared_dir: str | os.PathLike | None = None,
         augment: bool = True,
         backends: Sequence[str] = DEFAULT_BACKENDS,
     ) -> None:
@@ -173,6 +182,7 @@ class TopKSlideClassifier:
         self.label_key = label_key
         self.predictor = predictor
         self.validation_slides = [dict(s) for s in validation_slides] if validation_slides else []
+        self.shared_dir = None if shared_dir is None else Path(shared_dir)
         self.augment = augment
         self.backends = tuple(backends)
         self.history: list[dict] = []
@@ -276,12 +286,27 @@ class TopKSlideClassifier:
         trainer.run()
         return {"stage2_epoch_loss": float(trainer.state.metrics.get("stage2_epoch_loss", float("nan")))}
 
-    def score_slides(self, slides: Sequence[Mapping], description: str = "validation") -> dict[str, float]:
-        """θ1 (``predictor``) + θ2 over ``slides``: balanced loss, AUC and specificity at 100 % sensitivity."""
+    def score_slides(
+        self, slides: Sequence[Mapping], description: str = "validation", round_index: int = 0
+    ) -> dict[str, float]:
+        """θ1 (``predictor``) + θ2 over ``slides``: balanced loss, AUC and specificity at 100 % sensitivity.
+
+        Under ``torchrun`` with ``shared_dir`` the slides' θ1 predictions are split across the ranks (every rank
+        then scores all of them, with the same θ2: the same metrics as one process).
+        """
         if self.predictor is None:
             raise ValueError("TopKSlideClassifier: scoring new slides needs predictor= (θ1 over their patches)")
-        preds = list(self.predictor.predict(slides, description=description))
+        if self.shared_dir is None:
+            preds = list(self.predictor.predict(slides, description=description))
+        else:
+            folder = self.shared_dir / f"validation_{round_index:02d}"
+            preds = list(self.predictor.predict_across_ranks(slides, folder, description=description))
         _, bags, labels = self.bags(preds)
+        del preds  # memory-mapped from the shared folder under torchrun
+        if self.shared_dir is not None:
+            barrier()  # every rank has read its bags before rank 0 removes the folder
+            if is_rank0():
+                shutil.rmtree(self.shared_dir / f"validation_{round_index:02d}", ignore_errors=True)
         probs, _ = self.probabilities(bags)
         metrics = slide_classification_metrics(labels.long().numpy(), probs.numpy())
         return {
@@ -300,7 +325,8 @@ class TopKSlideClassifier:
         out["stage2_loss"] = balanced_bce(probs, labels)
         out["train_auc"] = slide_classification_metrics(labels.long().numpy(), probs.numpy())["auc"]
         if self.validation_slides and self.predictor is not None:
-            val = self.score_slides(self.validation_slides, description=f"round {round_index} validation")
+            description = f"round {round_index} validation"
+            val = self.score_slides(self.validation_slides, description=description, round_index=round_index)
             out.update({f"val_{k}": v for k, v in val.items()})
         self.history.append({"round": round_index, **out})
         return out
