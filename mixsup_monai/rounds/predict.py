@@ -303,7 +303,9 @@ class SlidePatchPredictor:
         ``folder`` (shared by the ranks: on several nodes a shared file system, like the checkpoints); after a
         barrier every rank yields every slide's prediction in ``slides`` order, memory-mapped from there. The
         outputs are those of one process (each patch is predicted alone in eval mode), the network forward and
-        reading are split ``w`` ways. Outside a process group this is :meth:`predict`. Delete ``folder`` when done.
+        reading are split ``w`` ways, and so are the slides' tissue detection and patch grids (each rank builds
+        those of its slides and reads the others' from ``folder``). Outside a process group this is :meth:`predict`.
+        Delete ``folder`` when done.
 
         Args:
             slides: datalist entries, the same list on every rank.
@@ -324,11 +326,17 @@ class SlidePatchPredictor:
         mine = list(range(rank, len(slides), world))
         own = [slides[i] for i in mine]
         for index, pred in zip(mine, self.predict(own, network, f"{description} (rank {rank})")):
+            grid, size = self.grid(pred.slide)  # for the other ranks: they need not detect this slide's tissue
+            grid.save(folder / f"slide_{index:05d}.grid.npz")
+            np.save(folder / f"slide_{index:05d}.size.npy", np.asarray(size, np.int64))
             if len(pred):
                 np.save(folder / f"slide_{index:05d}.scores.npy", pred.scores.numpy())
                 np.save(folder / f"slide_{index:05d}.npy", pred.outputs.numpy())
         torch.distributed.barrier()
         for index, slide in enumerate(slides):
+            if slide["image"] not in self._grids:  # another rank's slide: its grid as that rank built it
+                size = tuple(int(v) for v in np.load(folder / f"slide_{index:05d}.size.npy"))
+                self._grids[slide["image"]] = (PatchGrid.load(folder / f"slide_{index:05d}.grid.npz"), size)
             items = self.items(slide)
             grid, size = self.grid(slide)
             outputs = scores = torch.zeros(0)

@@ -36,8 +36,18 @@ class _CountingPredictor:
         return type(self._predictor).predict_across_ranks(self, slides, folder, network, description)
 
 
-def _run(datalist: Path, ckpt: Path) -> tuple[list, list, list, dict]:
+def _run(datalist: Path, ckpt: Path) -> tuple[list, list, list, list, dict]:
+    import mixsup_monai.rounds.predict as predict_module
+
     torch.set_num_threads(1)  # float reductions in one order, in every process
+    detected: list[str] = []  # slides whose tissue this rank detected (to build their patch grids)
+    detect = predict_module.detect_tissue
+
+    def counting_detect(wsi, *args, **kwargs):
+        detected.append(str(wsi.info.path))
+        return detect(wsi, *args, **kwargs)
+
+    predict_module.detect_tissue = counting_detect
     runner, net, _ = build_runner(datalist, ckpt, max_rounds=1)
     sampler = runner.trainer.data_loader.batch_sampler
     # every rank trains on every batch (the E-step is compared); _inner was built for the world size already
@@ -47,7 +57,8 @@ def _run(datalist: Path, ckpt: Path) -> tuple[list, list, list, dict]:
     runner.predictor = _CountingPredictor(runner.predictor, seen)
     runner.scorer.predictor = _CountingPredictor(runner.scorer.predictor, seen_validation)
     runner.run()
-    return runner.records, seen, seen_validation, {k: v.clone() for k, v in net.state_dict().items()}
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    return runner.records, seen, seen_validation, detected, weights
 
 
 def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: str) -> None:
@@ -66,8 +77,9 @@ def _worker(rank: int, world: int, store: str, datalist: str, ckpt: str, out: st
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=180)
     )
     try:
-        records, seen, seen_validation, weights = _run(Path(datalist), Path(ckpt))
+        records, seen, seen_validation, detected, weights = _run(Path(datalist), Path(ckpt))
         result = {"records": records, "seen": seen, "seen_validation": seen_validation, "weights": weights}
+        result["detected"] = detected
         torch.save(result, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -110,6 +122,10 @@ def test_two_ranks_split_the_slides_and_make_the_labels_of_one_process(tiny_coho
     validation = reference["seen_validation"]
     assert sorted(ranks[0]["seen_validation"] + ranks[1]["seen_validation"]) == sorted(validation)
     assert all(0 < len(result["seen_validation"]) < len(validation) for result in ranks)
+    # each rank detected the tissue of its own slides only, once each; the other ranks' grids are read back
+    for result in ranks:
+        own = set(result["seen"]) | set(result["seen_validation"])
+        assert sorted(result["detected"]) == sorted(own), (result["detected"], own)
     # the same records, final weights and labels as one process
     for result in ranks:
         records = _comparable(result["records"])
