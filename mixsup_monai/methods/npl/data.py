@@ -13,6 +13,7 @@ from monai.transforms import MapTransform
 
 from mixsup_monai.data.annotations import annotation_patch_items
 from mixsup_monai.data.identity import slide_id, unique_slide_ids
+from mixsup_monai.utils.distributed import split_map
 from mixsup_monai.wsi.grid import build_patch_grid
 from mixsup_monai.wsi.labels import IGNORE_INDEX, crop_label_map, read_label_map
 from mixsup_monai.wsi.reader import DEFAULT_BACKENDS, open_slide
@@ -194,8 +195,8 @@ def weak_slides(
     (:func:`tumour_region`), which the E-step predictor uses as its tissue mask
     (``SlidePatchPredictor(tissue_mask_key=region_key)``), so only tumour patches are predicted -- the
     proportions are over the tumour area. With ``predictor``, the tumour patch grid of every slide is
-    built now: a slide whose tumour holds no patch is skipped with a warning naming it
-    (``on_empty="skip"``, default) or refused (``"error"``).
+    built now (under ``torchrun`` each rank builds its share): a slide whose tumour holds no patch is skipped
+    with a warning naming it (``on_empty="skip"``, default) or refused (``"error"``).
 
     Raises:
         ValueError: no slide with proportions; two slides with the same file name (:func:`slide_name`, the key
@@ -218,7 +219,9 @@ def weak_slides(
         s[region_key] = tumour_region(s[tumour_key])
     if predictor is None:
         return weak
-    empty = [s["image"] for s in weak if len(predictor.grid(s)[0]) == 0]
+    # under torchrun each rank builds the grids of its share (the E-step reads the others' from its folder)
+    sizes = split_map(lambda s: len(predictor.grid(s)[0]), weak)
+    empty = [s["image"] for s, size in zip(weak, sizes) if size == 0]
     if empty and (on_empty == "error" or len(empty) == len(weak)):
         raise ValueError(
             f"slides with {proportions_key!r} but no tumour patch of {predictor.patch_size} px (level "
