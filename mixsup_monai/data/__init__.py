@@ -7,6 +7,7 @@ from mixsup_monai.data.annotations import (
     annotated_tiles,
     annotation_patch_items,
     annotation_slide_items,
+    labelled_patches,
     tile_positions,
 )
 from mixsup_monai.data.datalist import (
@@ -50,6 +51,7 @@ __all__ = [
     "check_datalist",
     "collate_patches",
     "collate_slides",
+    "labelled_patches",
     "load_datalist",
     "prepare_slide_batch",
     "requirements_table",

@@ -29,7 +29,14 @@ from mixsup_monai.utils.errors import InputError, InputNotFoundError
 from mixsup_monai.wsi.cache import get_slide
 from mixsup_monai.wsi.labels import IGNORE_INDEX, read_label_map
 
-__all__ = ["AnnotatedDataset", "annotated_tiles", "annotation_patch_items", "annotation_slide_items", "tile_positions"]
+__all__ = [
+    "AnnotatedDataset",
+    "annotated_tiles",
+    "annotation_patch_items",
+    "annotation_slide_items",
+    "labelled_patches",
+    "tile_positions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +65,14 @@ def _record_paths(record: object, index: int) -> tuple[str, str]:
 
 
 def annotated_tiles(records: Sequence[Mapping], num_classes: int, input_mpp: float = 1.0) -> list[dict]:
-    """Check MONAI Label records and describe each labelled tile.
+    """Check MONAI Label records and describe each labelled tile (see :func:`_checked_tiles`)."""
+    return [tile for tile, _ in _checked_tiles(records, num_classes, input_mpp)]
+
+
+def _checked_tiles(
+    records: Sequence[Mapping], num_classes: int, input_mpp: float = 1.0
+) -> list[tuple[dict, np.ndarray]]:
+    """Check MONAI Label records; ``(description, label map)`` of each labelled tile (each label read once).
 
     Args:
         records: ``[{"image": tile path, "label": label-map path}, ...]`` (other keys are ignored).
@@ -66,8 +80,8 @@ def annotated_tiles(records: Sequence[Mapping], num_classes: int, input_mpp: flo
         input_mpp: microns per pixel of tiles whose file does not state it (PNG / JPEG exports).
 
     Returns:
-        One dict per record: ``image``, ``mask`` (the label path), ``mask_level`` 0, ``mpp`` (the tile's level-0
-        microns per pixel), ``width``, ``height``, ``labelled`` (pixels with a class).
+        Per record, a dict -- ``image``, ``mask`` (the label path), ``mask_level`` 0, ``mpp`` (the tile's level-0
+        microns per pixel), ``width``, ``height``, ``labelled`` (pixels with a class) -- and the ``(H, W)`` label map.
 
     Raises:
         InputError: a record without ``image`` / ``label``, a missing file, a label that is not one channel,
@@ -101,10 +115,8 @@ def annotated_tiles(records: Sequence[Mapping], num_classes: int, input_mpp: flo
         if labelled == 0:
             raise InputError("label marks no pixel", label, f"every pixel is 255 (unlabelled); tile {image!r}")
         mpp = slide.info.mpp if slide.info.mpp else input_mpp
-        tiles.append(
-            {"image": image, "mask": label, "mask_level": 0, "mpp": float(mpp), "width": int(width)}
-            | {"height": int(height), "labelled": labelled}
-        )
+        tile = {"image": image, "mask": label, "mask_level": 0, "mpp": float(mpp), "width": int(width)}
+        tiles.append((tile | {"height": int(height), "labelled": labelled}, label_map))
     return tiles
 
 
@@ -147,24 +159,46 @@ def annotation_patch_items(
         Items ``{"image", "location", "size" (tile pixels), "level": 0, "mask", "mask_level": 0, "mpp",
         "region": [0, 0, width, height]}``: the label-map crop of ``mask`` is the patch's pixel target.
     """
+    return [
+        item for item, _ in labelled_patches(records, patch_size, mpp, num_classes, input_mpp, stride, min_labelled)
+    ]
+
+
+def labelled_patches(
+    records: Sequence[Mapping],
+    patch_size: int,
+    mpp: float,
+    num_classes: int,
+    input_mpp: float = 1.0,
+    stride: int | None = None,
+    min_labelled: float = 0.05,
+) -> list[tuple[dict, np.ndarray]]:
+    """:func:`annotation_patch_items` with each patch's labelled pixels per class: ``[(item, (C,) counts), ...]``.
+
+    The counts give patch- and block-level labels (NPL's majority class, LSR's most likely z) without reading the
+    label maps again.
+    """
     if patch_size <= 0 or (stride is not None and stride <= 0):
         raise ValueError(f"patch_size and stride must be > 0, got {patch_size} and {stride}")
     mpp = _positive(mpp, "mpp")
     items = []
-    for tile in annotated_tiles(records, num_classes, input_mpp):
+    for tile, label_map in _checked_tiles(records, num_classes, input_mpp):
         scale = mpp / tile["mpp"]  # tile pixels per network pixel
         patch0 = max(1, round(patch_size * scale))
         stride0 = max(1, round((stride or patch_size) * scale))
-        label_map = read_label_map(tile["mask"])
         for y in tile_positions(tile["height"], patch0, stride0):
             for x in tile_positions(tile["width"], patch0, stride0):
                 crop = label_map[max(0, y) : y + patch0, max(0, x) : x + patch0]
-                if np.count_nonzero(crop != IGNORE_INDEX) < min_labelled * patch0 * patch0:
+                labelled = crop[crop != IGNORE_INDEX]
+                if labelled.size < min_labelled * patch0 * patch0:
                     continue
                 items.append(
-                    {"image": tile["image"], "location": [x, y], "size": [patch0, patch0], "level": 0}
-                    | {"mask": tile["mask"], "mask_level": 0, "mpp": tile["mpp"]}
-                    | {"region": [0, 0, tile["width"], tile["height"]]}
+                    (
+                        {"image": tile["image"], "location": [x, y], "size": [patch0, patch0], "level": 0}
+                        | {"mask": tile["mask"], "mask_level": 0, "mpp": tile["mpp"]}
+                        | {"region": [0, 0, tile["width"], tile["height"]]},
+                        np.bincount(labelled, minlength=num_classes),
+                    )
                 )
     return items
 

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from monai.engines import default_prepare_batch
 
-from mixsup_monai.data.annotations import annotation_patch_items
+from mixsup_monai.data.annotations import labelled_patches
 from mixsup_monai.data.label_stats import LabelStatsTable
-from mixsup_monai.wsi.labels import IGNORE_INDEX, read_label_map
 
 __all__ = ["HIGH_RES_KEY", "PIXEL_LABELS_KEY", "HighResPrepareBatch", "annotation_blocks", "most_likely_z"]
 
@@ -65,19 +64,11 @@ def annotation_blocks(
         the most likely z, ``slide`` -1) with ``pixel_labels`` (the label map), ``mask_level`` 0 and ``mpp``.
     """
     num_classes = len(label_stats.classes)
-    items, maps = [], {}
-    blocks = annotation_patch_items(records, block_size, mpp, num_classes, input_mpp, min_labelled=min_labelled)
-    for block in blocks:
-        if block["mask"] not in maps:
-            maps[block["mask"]] = read_label_map(block["mask"])
-        (x, y), (size0, _) = block["location"], block["size"]
-        crop = maps[block["mask"]][max(0, y) : y + size0, max(0, x) : x + size0]
-        labelled = crop[crop != IGNORE_INDEX]
-        z = most_likely_z(np.bincount(labelled, minlength=num_classes) / labelled.size, label_stats)
-        items.append(
-            {"image": block["image"], "location": [x, y], "size": [size0, size0], "label": z, "z": z, "slide": -1}
-            | {PIXEL_LABELS_KEY: block["mask"], "mask_level": 0, "mpp": block["mpp"]}
-        )
+    items = []
+    for block, counts in labelled_patches(records, block_size, mpp, num_classes, input_mpp, min_labelled=min_labelled):
+        z = most_likely_z(counts / counts.sum(), label_stats)
+        keep = {key: block[key] for key in ("image", "location", "size", "mpp")}
+        items.append(keep | {"label": z, "z": z, "slide": -1, PIXEL_LABELS_KEY: block["mask"], "mask_level": 0})
     return items
 
 

@@ -11,7 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from mixsup_monai.data.annotations import annotation_patch_items
+from mixsup_monai.data.annotations import labelled_patches
 from mixsup_monai.data.identity import slide_id, unique_slide_ids
 from mixsup_monai.utils.distributed import split_map
 from mixsup_monai.wsi.grid import build_patch_grid
@@ -338,8 +338,8 @@ def annotation_class_items(
     """Patches of labelled tiles (MONAI Label's datastore) with their class, like :func:`labelled_patch_items`.
 
     The tiles are cut at the network's resolution by :func:`~mixsup_monai.data.annotation_patch_items`; each
-    patch's class is the majority of its labelled pixels (:func:`patch_labels`), and patches labelled on less
-    than ``min_known`` of their area are dropped.
+    patch's class is the majority of its labelled pixels (its labelled pixels per class; ties to the lower class, as
+    :func:`patch_labels`), and patches labelled on less than ``min_known`` of their area are dropped.
 
     Args:
         records: ``[{"image": tile, "label": label map}, ...]``; label values are the class indices, 255 unlabelled.
@@ -352,14 +352,8 @@ def annotation_class_items(
     Returns:
         Items ``{"image", "location", "size" (tile pixels), "level": 0, "mpp", "label" (class index)}``.
     """
-    items = []
-    maps: dict[str, np.ndarray] = {}
-    for patch in annotation_patch_items(records, patch_size, mpp, num_classes, input_mpp, min_labelled=min_known):
-        if patch["mask"] not in maps:
-            maps[patch["mask"]] = read_label_map(patch["mask"])
-        label_map = maps[patch["mask"]]
-        (label,) = patch_labels(label_map, 1.0, [patch["location"]], patch["size"][0], num_classes, min_known)
-        if label != IGNORE_INDEX:
-            keep = ("image", "location", "size", "level", "mpp")
-            items.append({key: patch[key] for key in keep} | {"label": int(label)})
-    return items
+    keep = ("image", "location", "size", "level", "mpp")
+    return [
+        {key: patch[key] for key in keep} | {"label": int(np.argmax(counts))}
+        for patch, counts in labelled_patches(records, patch_size, mpp, num_classes, input_mpp, min_labelled=min_known)
+    ]
